@@ -1,0 +1,308 @@
+"""kopf wiring of the hean operator. Handlers only keep caches and schedule reconciles;
+every decision is made by the pure functions in :mod:`hean.operator.reconcile`.
+
+Design (level-triggered, as controllers should be): kopf's watches feed event
+handlers that update in-memory caches of TradingStrategies, RiskPolicies,
+SymbolQuarantines and worker Pods, then schedule a coalesced reconcile of the
+affected strategy. One background task re-reconciles everything every
+``RESYNC_SECONDS`` (quarantine expiry, heartbeat staleness, pod backoff), doing no API
+call unless something must change. All API calls use the asyncio client; nothing
+blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import logging
+import os
+from collections import defaultdict
+from datetime import datetime, timezone
+
+import kopf
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from hean import api
+from hean.kube import load_config, patch_status, post_event
+
+from . import reconcile as rc
+
+log = logging.getLogger("hean.operator")
+RESYNC_SECONDS = 1.0
+
+
+def config_from_env() -> rc.OperatorConfig:
+    """Operator settings from ``HEAN_*`` environment variables set by the Helm chart."""
+    d = rc.OperatorConfig()
+    resources = os.environ.get("HEAN_WORKER_RESOURCES")
+    return rc.OperatorConfig(
+        worker_image=os.environ.get("HEAN_WORKER_IMAGE", d.worker_image),
+        marketdata_host_path=os.environ.get("HEAN_MARKETDATA_HOST_PATH", d.marketdata_host_path),
+        marketdata_mount_path=os.environ.get("HEAN_MARKETDATA_MOUNT_PATH", d.marketdata_mount_path),
+        live_trading_enabled=os.environ.get("HEAN_LIVE_TRADING_ENABLED", "false").lower() in ("1", "true", "yes"),
+        status_interval=float(os.environ.get("HEAN_WORKER_STATUS_INTERVAL", d.status_interval)),
+        worker_resources=json.loads(resources) if resources else d.worker_resources,
+        image_pull_policy=os.environ.get("HEAN_WORKER_IMAGE_PULL_POLICY", d.image_pull_policy),
+        worker_log_level=os.environ.get("HEAN_WORKER_LOG_LEVEL", d.worker_log_level),
+    )
+
+
+class OperatorState:
+    """Caches keyed by ``(namespace, name)`` plus per-strategy bookkeeping."""
+
+    def __init__(self, cfg: rc.OperatorConfig, api_client: client.ApiClient):
+        self.cfg = cfg
+        self.api_client = api_client
+        self.core = client.CoreV1Api(api_client)
+        self.rbac = client.RbacAuthorizationV1Api(api_client)
+        self.strategies: dict[tuple[str, str], dict] = {}
+        self.policies: dict[tuple[str, str], dict] = {}
+        self.quarantines: dict[tuple[str, str], dict] = {}
+        self.pods: dict[tuple[str, str], dict] = {}  # keyed by (namespace, strategy name)
+        self.failures: dict[tuple[str, str], int] = defaultdict(int)
+        self.last_create: dict[tuple[str, str], datetime] = {}
+        self.rbac_done: set[str] = set()
+        self.locks: dict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+        self.scheduled: set[tuple[str, str]] = set()
+        self.quarantine_seen_active: dict[str, bool] = {}
+        self.reconciles = 0
+        self.errors = 0
+
+    def schedule(self, key: tuple[str, str], delay: float = 0.0) -> None:
+        """Coalesce: at most one pending reconcile per strategy."""
+        if key in self.scheduled:
+            return
+        self.scheduled.add(key)
+
+        async def run():
+            if delay:
+                await asyncio.sleep(delay)
+            self.scheduled.discard(key)
+            await reconcile_strategy(self, key)
+
+        asyncio.get_running_loop().create_task(run())
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+async def ensure_rbac(state: OperatorState, strategy: dict) -> None:
+    """Create the worker's ServiceAccount, Role and RoleBinding if missing (once per
+    strategy uid per operator run; the Role is patched to the desired rules)."""
+    uid = strategy["metadata"]["uid"]
+    if uid in state.rbac_done:
+        return
+    ns = strategy["metadata"]["namespace"]
+    sa, role, rb = rc.desired_service_account(strategy), rc.desired_role(strategy), rc.desired_role_binding(strategy)
+    for create, body in ((lambda b: state.core.create_namespaced_service_account(ns, b), sa),
+                         (lambda b: state.rbac.create_namespaced_role(ns, b), role),
+                         (lambda b: state.rbac.create_namespaced_role_binding(ns, b), rb)):
+        try:
+            await create(body)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+    await state.rbac.patch_namespaced_role(role["metadata"]["name"], ns, {"rules": role["rules"]})
+    state.rbac_done.add(uid)
+
+
+def _event_type(c: dict) -> str:
+    return "Normal" if c["status"] == "True" or c["reason"] in ("Paused", "WorkerPending") else "Warning"
+
+
+async def reconcile_strategy(state: OperatorState, key: tuple[str, str]) -> None:
+    """Bring one TradingStrategy's children and status to the desired state."""
+    async with state.locks[key]:
+        strategy = state.strategies.get(key)
+        if strategy is None or strategy["metadata"].get("deletionTimestamp"):
+            return
+        state.reconciles += 1
+        ns, name = key
+        spec = strategy.get("spec") or {}
+        now = _now()
+        admission = rc.admit(spec, state.cfg)
+        policy = state.policies.get((ns, (spec.get("riskPolicyRef") or {}).get("name", "")))
+        pod = state.pods.get(key)
+        try:
+            if admission.ok:
+                await ensure_rbac(state, strategy)
+            action = rc.pod_action(strategy, pod, admission, policy is not None, state.failures[key],
+                                   state.last_create.get(key), now)
+            if action.kind == "create":
+                body = rc.desired_pod(strategy, state.cfg)
+                try:
+                    created = await state.core.create_namespaced_pod(ns, body)
+                    state.pods[key] = state.api_client.sanitize_for_serialization(created)
+                    pod = state.pods[key]
+                    await post_event(state.api_client, strategy, "WorkerCreated",
+                                     f"created worker pod {body['metadata']['name']}", component="hean-operator")
+                except ApiException as e:
+                    if e.status != 409:
+                        raise
+                state.last_create[key] = now
+            elif action.kind == "delete" and pod is not None:
+                if action.reason.startswith("Worker"):
+                    state.failures[key] += 1
+                try:
+                    await state.core.delete_namespaced_pod(pod["metadata"]["name"], ns)
+                except ApiException as e:
+                    if e.status != 404:
+                        raise
+                await post_event(state.api_client, strategy, "WorkerReplaced" if action.reason == "SpecChanged" else "WorkerDeleted",
+                                 f"deleted worker pod {pod['metadata']['name']}: {action.reason}",
+                                 "Normal" if action.reason == "SpecChanged" else "Warning", "hean-operator")
+            elif action.kind == "wait":
+                state.schedule(key, action.after_seconds)
+        except ApiException as e:
+            state.errors += 1
+            log.warning("reconcile %s/%s: API error %s %s", ns, name, e.status, e.reason)
+            state.schedule(key, 2.0)
+        desired = rc.strategy_status(strategy, admission, policy, pod, state.failures[key], now)
+        current = strategy.get("status") or {}
+        if rc.status_changed(current, desired):
+            transitions = rc.condition_transitions(current.get("conditions"), desired["conditions"])
+            try:
+                updated = await patch_status(state.api_client, api.STRATEGY_PLURAL, ns, name, desired)
+                if key in state.strategies:
+                    state.strategies[key] = updated
+            except ApiException as e:
+                state.errors += 1
+                log.warning("status patch %s/%s failed: %s %s", ns, name, e.status, e.reason)
+                return
+            old_by = {c.get("type"): c for c in current.get("conditions") or []}
+            for c in transitions:
+                if c["type"] == api.COND_RISK_LIMITED:
+                    continue  # the worker posts RiskStateChanged itself
+                if c["type"] == api.COND_TRADING and (old_by.get(c["type"]) or {}).get("status") == c["status"]:
+                    continue  # only status flips of Trading are Events
+                await post_event(state.api_client, strategy, c["reason"], f"{c['type']}={c['status']}: {c['message']}",
+                                 _event_type(c), "hean-operator")
+
+
+async def reconcile_policies_and_quarantines(state: OperatorState) -> None:
+    """Keep RiskPolicy and SymbolQuarantine statuses current; Event on quarantine
+    activation and expiry."""
+    now = _now()
+    strategies = list(state.strategies.values())
+    for key, pol in list(state.policies.items()):
+        desired = rc.policy_status(pol, strategies, now)
+        if rc.status_changed(pol.get("status"), desired):
+            try:
+                state.policies[key] = await patch_status(state.api_client, api.POLICY_PLURAL, key[0], key[1], desired)
+            except ApiException as e:
+                log.warning("RiskPolicy %s/%s status: %s", key[0], key[1], e.status)
+    for key, q in list(state.quarantines.items()):
+        desired = rc.quarantine_status(q, strategies, now)
+        uid = q["metadata"]["uid"]
+        was = state.quarantine_seen_active.get(uid)
+        if was is not desired["active"]:
+            state.quarantine_seen_active[uid] = desired["active"]
+            sym = (q.get("spec") or {}).get("symbol")
+            if desired["active"]:
+                await post_event(state.api_client, q, "QuarantineActive",
+                                 f"new entries on {sym} blocked until {desired['expiresAt']}: {(q.get('spec') or {}).get('reason', '')}",
+                                 "Warning", "hean-operator")
+            elif was is not None or (q.get("status") or {}).get("active"):
+                await post_event(state.api_client, q, "QuarantineExpired",
+                                 f"quarantine of {sym} expired at {desired['expiresAt']}", "Normal", "hean-operator")
+        if rc.status_changed(q.get("status"), desired):
+            try:
+                state.quarantines[key] = await patch_status(state.api_client, api.QUARANTINE_PLURAL, key[0], key[1], desired)
+            except ApiException as e:
+                log.warning("SymbolQuarantine %s/%s status: %s", key[0], key[1], e.status)
+
+
+async def resync_forever(state: OperatorState) -> None:
+    """The one timer that serves all objects (no per-object timers)."""
+    while True:
+        await asyncio.sleep(RESYNC_SECONDS)
+        try:
+            for key in list(state.strategies):
+                await reconcile_strategy(state, key)
+            await reconcile_policies_and_quarantines(state)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - never let the loop die
+            state.errors += 1
+            log.exception("resync failed")
+
+
+# ---- kopf registration -----------------------------------------------------------------
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
+    settings.posting.level = logging.WARNING
+    settings.peering.standalone = True
+    settings.watching.server_timeout = 240
+    settings.watching.client_timeout = 300
+    settings.networking.request_timeout = 30
+    memo.state = OperatorState(config_from_env(), await load_config())
+    memo.resync = asyncio.get_running_loop().create_task(resync_forever(memo.state))
+    log.info("hean operator started: %s", memo.state.cfg)
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_) -> None:
+    task = getattr(memo, "resync", None)
+    if task is not None:
+        task.cancel()
+    state = getattr(memo, "state", None)
+    if state is not None:
+        await state.api_client.close()
+
+
+def _key(obj: dict) -> tuple[str, str]:
+    return obj["metadata"].get("namespace", ""), obj["metadata"]["name"]
+
+
+@kopf.on.event(api.GROUP, api.VERSION, api.STRATEGY_PLURAL)
+async def on_strategy(event: dict, memo: kopf.Memo, **_) -> None:
+    obj = copy.deepcopy(event["object"])
+    key = _key(obj)
+    if event.get("type") == "DELETED":
+        memo.state.strategies.pop(key, None)
+        memo.state.failures.pop(key, None)
+        return
+    memo.state.strategies[key] = obj
+    memo.state.schedule(key)
+
+
+@kopf.on.event(api.GROUP, api.VERSION, api.POLICY_PLURAL)
+async def on_policy(event: dict, memo: kopf.Memo, **_) -> None:
+    obj = copy.deepcopy(event["object"])
+    key = _key(obj)
+    if event.get("type") == "DELETED":
+        memo.state.policies.pop(key, None)
+    else:
+        memo.state.policies[key] = obj
+    for skey, s in list(memo.state.strategies.items()):
+        if skey[0] == key[0] and (s.get("spec") or {}).get("riskPolicyRef", {}).get("name") == key[1]:
+            memo.state.schedule(skey)
+
+
+@kopf.on.event(api.GROUP, api.VERSION, api.QUARANTINE_PLURAL)
+async def on_quarantine(event: dict, memo: kopf.Memo, **_) -> None:
+    obj = copy.deepcopy(event["object"])
+    key = _key(obj)
+    if event.get("type") == "DELETED":
+        memo.state.quarantines.pop(key, None)
+    else:
+        memo.state.quarantines[key] = obj
+
+
+@kopf.on.event("", "v1", "pods", labels={api.LABEL_MANAGED_BY: api.MANAGED_BY})
+async def on_pod(event: dict, memo: kopf.Memo, **_) -> None:
+    obj = copy.deepcopy(event["object"])
+    strategy = (obj["metadata"].get("labels") or {}).get(api.LABEL_STRATEGY)
+    if not strategy:
+        return
+    key = (obj["metadata"]["namespace"], strategy)
+    if event.get("type") == "DELETED":
+        cur = memo.state.pods.get(key)
+        if cur is not None and cur["metadata"].get("uid") == obj["metadata"].get("uid"):
+            memo.state.pods.pop(key, None)
+    else:
+        memo.state.pods[key] = obj
+    memo.state.schedule(key)

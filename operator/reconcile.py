@@ -1,0 +1,473 @@
+"""Pure reconcile functions of the hean operator: desired children and conditions.
+
+Nothing here talks to the API server. Each function takes plain dicts (the objects
+as the API server returns them) and returns plain dicts, so every rule can be unit
+tested and the kopf handlers in :mod:`hean.operator.handlers` only wire them.
+
+Conventions: conditions follow ``metav1.Condition`` (type, status, reason, message,
+lastTransitionTime, observedGeneration), ``lastTransitionTime`` changes only when
+``status`` changes; reasons are CamelCase. Owned objects carry a controller owner
+reference to their TradingStrategy so deletion cascades through the garbage
+collector (https://kubernetes.io/docs/concepts/architecture/garbage-collection/).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+from hean import api
+
+HEARTBEAT_TIMEOUT_SECONDS = 30
+POD_BACKOFF_BASE_SECONDS = 2.0
+POD_BACKOFF_MAX_SECONDS = 300.0
+STRUCTURAL_FIELDS = ("strategy", "symbols", "category", "mode", "capital", "maxLeverage", "marketData",
+                     "credentialsSecretRef")
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    """Operator settings (from the chart through environment variables).
+
+    ``marketdata_host_path`` is mounted read-only at ``marketdata_mount_path`` in
+    every worker; ``worker_resources`` is a V1ResourceRequirements dict;
+    ``status_interval`` is the workers' status write period in seconds.
+    """
+
+    worker_image: str = "ghcr.io/hean/hean:0.1.0"
+    marketdata_host_path: str = "/var/lib/hean/marketdata"
+    marketdata_mount_path: str = "/var/lib/hean/marketdata"
+    live_trading_enabled: bool = False
+    status_interval: float = 1.0
+    worker_resources: dict = field(default_factory=lambda: {
+        "requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}})
+    image_pull_policy: str = "IfNotPresent"
+    worker_log_level: str = "INFO"
+
+
+def _fmt(t: datetime) -> str:
+    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
+
+
+def camel(code: str) -> str:
+    """``SYMBOL_QUARANTINED`` -> ``SymbolQuarantined`` (a valid condition reason)."""
+    out = "".join(p.capitalize() for p in code.replace("-", "_").split("_") if p)
+    return out if out and out[0].isalpha() else "Unknown"
+
+
+# ---- names, hashes, ownership ----------------------------------------------------
+def worker_name(strategy_name: str) -> str:
+    """Name of the worker Pod, ServiceAccount, Role and RoleBinding of a strategy."""
+    return f"{strategy_name}-worker"
+
+
+def structural_hash(spec: dict) -> str:
+    """Hash (16 hex chars) of the spec fields whose change needs a new worker pod;
+    parameters, ``paused`` and the RiskPolicy apply live and are not part of it."""
+    material = json.dumps({k: spec.get(k) for k in STRUCTURAL_FIELDS}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(material.encode()).hexdigest()[:16]
+
+
+def owner_reference(strategy: dict) -> dict:
+    """A controller owner reference to ``strategy`` (deletion cascades)."""
+    meta = strategy["metadata"]
+    return {"apiVersion": api.API_VERSION, "kind": api.STRATEGY_KIND, "name": meta["name"], "uid": meta["uid"],
+            "controller": True, "blockOwnerDeletion": True}
+
+
+def worker_labels(strategy_name: str) -> dict:
+    """Labels every worker object carries (selectable by ``hean.io/strategy``)."""
+    return {api.LABEL_NAME: api.WORKER_APP, api.LABEL_MANAGED_BY: api.MANAGED_BY,
+            api.LABEL_COMPONENT: "worker", api.LABEL_STRATEGY: strategy_name}
+
+
+# ---- admission: may this strategy run at all? -------------------------------------
+@dataclass(frozen=True)
+class Admission:
+    """Whether the operator will run a worker for a strategy; if not, the
+    ``Ready=False`` reason and message."""
+
+    ok: bool
+    reason: str = ""
+    message: str = ""
+
+
+def admit(spec: dict, cfg: OperatorConfig) -> Admission:
+    """Gate the worker on what the operator may run.
+
+    ``live`` needs the operator installed with live trading enabled (helm value
+    ``liveTrading.enabled``); the CRD's CEL rules already demand the confirmation
+    phrase and a credentials Secret. ``testnet``/``live`` execution and live market
+    data are not implemented yet, so they are refused with a reason rather than run
+    on paper silently.
+    """
+    mode = spec.get("mode", "paper")
+    if mode == "live" and not cfg.live_trading_enabled:
+        return Admission(False, "LiveTradingDisabled",
+                         "spec.mode is 'live' but the operator was installed with liveTrading.enabled=false")
+    if mode in ("testnet", "live"):
+        return Admission(False, "ModeNotImplemented",
+                         f"spec.mode {mode!r} is not implemented yet; allowed today: 'paper'")
+    if (spec.get("marketData") or {}).get("source", "replay") != "replay":
+        return Admission(False, "LiveMarketDataNotImplemented",
+                         "spec.marketData.source 'live' is not implemented yet; allowed today: 'replay'")
+    return Admission(True)
+
+
+# ---- desired children ----------------------------------------------------------------
+def desired_service_account(strategy: dict) -> dict:
+    """The worker's dedicated ServiceAccount."""
+    meta = strategy["metadata"]
+    return {"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": worker_name(meta["name"]), "namespace": meta["namespace"],
+                         "labels": worker_labels(meta["name"]), "ownerReferences": [owner_reference(strategy)]},
+            "automountServiceAccountToken": True}
+
+
+def desired_role(strategy: dict) -> dict:
+    """The worker's Role: read the three kinds in its namespace, patch the status of
+    its own TradingStrategy only, and create Events. Nothing else (no Secrets, no
+    Pods)."""
+    meta = strategy["metadata"]
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": worker_name(meta["name"]), "namespace": meta["namespace"],
+                     "labels": worker_labels(meta["name"]), "ownerReferences": [owner_reference(strategy)]},
+        "rules": [
+            {"apiGroups": [api.GROUP], "resources": [api.STRATEGY_PLURAL, api.POLICY_PLURAL, api.QUARANTINE_PLURAL],
+             "verbs": ["get", "list", "watch"]},
+            {"apiGroups": [api.GROUP], "resources": [f"{api.STRATEGY_PLURAL}/status"],
+             "resourceNames": [meta["name"]], "verbs": ["get", "patch"]},
+            {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
+        ],
+    }
+
+
+def desired_role_binding(strategy: dict) -> dict:
+    """Binds the worker's Role to its ServiceAccount."""
+    meta = strategy["metadata"]
+    name = worker_name(meta["name"])
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": name, "namespace": meta["namespace"], "labels": worker_labels(meta["name"]),
+                     "ownerReferences": [owner_reference(strategy)]},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": meta["namespace"]}],
+    }
+
+
+def desired_pod(strategy: dict, cfg: OperatorConfig) -> dict:
+    """The worker Pod: non-root, PSS-restricted security context, read-only root
+    filesystem, market data mounted read-only, probes on the worker's endpoints.
+
+    The pod binds its HTTP server to its own pod IP (``status.podIP``), which works
+    on any cluster and lets several workers share a host in the local harness.
+    """
+    meta = strategy["metadata"]
+    name = meta["name"]
+    env = [
+        {"name": "HEAN_STRATEGY_NAME", "value": name},
+        {"name": "HEAN_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "HEAN_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "HEAN_BIND_ADDRESS", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        {"name": "HEAN_HTTP_PORT", "value": "8080"},
+        {"name": "HEAN_MARKETDATA_DIR", "value": cfg.marketdata_mount_path},
+        {"name": "HEAN_STATUS_INTERVAL", "value": str(cfg.status_interval)},
+        {"name": "HEAN_LOG_LEVEL", "value": cfg.worker_log_level},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+    ]
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {
+            "name": worker_name(name), "namespace": meta["namespace"], "labels": worker_labels(name),
+            "annotations": {api.ANNOTATION_SPEC_HASH: structural_hash(strategy.get("spec") or {})},
+            "ownerReferences": [owner_reference(strategy)],
+        },
+        "spec": {
+            "serviceAccountName": worker_name(name),
+            "automountServiceAccountToken": True,
+            "restartPolicy": "Always",
+            "terminationGracePeriodSeconds": 15,
+            "enableServiceLinks": False,
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001,
+                                "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{
+                "name": "worker",
+                "image": cfg.worker_image,
+                "imagePullPolicy": cfg.image_pull_policy,
+                "command": ["python", "-m", "hean.worker"],
+                "env": env,
+                "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}],
+                "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 2,
+                                   "timeoutSeconds": 2, "failureThreshold": 3},
+                "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "initialDelaySeconds": 20,
+                                  "periodSeconds": 10, "timeoutSeconds": 3, "failureThreshold": 6},
+                "resources": cfg.worker_resources,
+                "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                    "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}},
+                "volumeMounts": [{"name": "marketdata", "mountPath": cfg.marketdata_mount_path, "readOnly": True}],
+            }],
+            "volumes": [{"name": "marketdata", "hostPath": {"path": cfg.marketdata_host_path, "type": "Directory"}}],
+        },
+    }
+
+
+# ---- observed pod state --------------------------------------------------------------
+def pod_state(pod: dict | None) -> tuple[str, str]:
+    """Classify a worker pod: ``Missing``, ``Terminating``, ``Pending``, ``CrashLooping``,
+    ``Running`` (not ready), ``Ready``, ``Failed`` or ``Succeeded``, with a message."""
+    if pod is None:
+        return "Missing", "no worker pod"
+    if pod["metadata"].get("deletionTimestamp"):
+        return "Terminating", "worker pod is terminating"
+    status = pod.get("status") or {}
+    phase = status.get("phase", "Pending")
+    if phase in ("Failed", "Succeeded"):
+        return phase, f"worker pod {phase.lower()}: {status.get('reason') or status.get('message') or ''}".rstrip(": ")
+    for cs in status.get("containerStatuses") or []:
+        waiting = (cs.get("state") or {}).get("waiting")
+        if waiting and waiting.get("reason") == "CrashLoopBackOff":
+            return "CrashLooping", f"worker container crash-looping (restarts: {cs.get('restartCount', 0)})"
+    if phase == "Running":
+        for c in status.get("conditions") or []:
+            if c.get("type") == "Ready" and c.get("status") == "True":
+                return "Ready", "worker pod is ready"
+        return "Running", "worker pod is running but not ready"
+    return "Pending", "worker pod is pending"
+
+
+@dataclass(frozen=True)
+class PodAction:
+    """What to do with the worker pod: ``kind`` in ``none``, ``create``, ``delete``,
+    ``wait`` (retry after ``after_seconds``), with the reason for the log/Event."""
+
+    kind: str
+    reason: str = ""
+    after_seconds: float = 0.0
+
+
+def pod_action(strategy: dict, pod: dict | None, admission: Admission, policy_exists: bool,
+               failures: int, last_create: datetime | None, now: datetime) -> PodAction:
+    """Decide the next step for a strategy's worker pod (at most one at a time).
+
+    * not admitted (e.g. live disabled) -> delete any pod, create none;
+    * a pod from an older structural spec, or one that ended (Failed/Succeeded) -> delete;
+      the replacement is created only after the old pod is gone (never two at once);
+    * missing -> create, after an exponential backoff of ``2 s * 2^(failures-1)`` (max
+      300 s) since the last creation when earlier pods failed.
+    A missing RiskPolicy does not stop the pod: the worker runs and refuses entries.
+    """
+    if not admission.ok:
+        return PodAction("delete", admission.reason) if pod is not None and not pod["metadata"].get("deletionTimestamp") else PodAction("none")
+    if pod is not None:
+        if pod["metadata"].get("deletionTimestamp"):
+            return PodAction("none", "terminating")
+        want = structural_hash(strategy.get("spec") or {})
+        have = (pod["metadata"].get("annotations") or {}).get(api.ANNOTATION_SPEC_HASH)
+        if have != want:
+            return PodAction("delete", "SpecChanged")
+        phase = (pod.get("status") or {}).get("phase")
+        if phase in ("Failed", "Succeeded"):
+            return PodAction("delete", f"Worker{phase}")
+        return PodAction("none")
+    if failures > 0 and last_create is not None:
+        delay = min(POD_BACKOFF_BASE_SECONDS * 2 ** (failures - 1), POD_BACKOFF_MAX_SECONDS)
+        ready_at = last_create + timedelta(seconds=delay)
+        if now < ready_at:
+            return PodAction("wait", "Backoff", (ready_at - now).total_seconds())
+    return PodAction("create", "WorkerMissing")
+
+
+# ---- conditions ------------------------------------------------------------------------
+def condition(type_: str, status: bool | None, reason: str, message: str, generation: int | None) -> dict:
+    """A metav1.Condition without ``lastTransitionTime`` (added by :func:`merge_conditions`)."""
+    s = "Unknown" if status is None else ("True" if status else "False")
+    return {"type": type_, "status": s, "reason": reason, "message": message[:1024], "observedGeneration": generation}
+
+
+def merge_conditions(old: list[dict] | None, new: list[dict], now: datetime) -> list[dict]:
+    """Return ``new`` with ``lastTransitionTime`` kept from ``old`` where a condition's
+    status did not change, and set to ``now`` where it did or is new. Conditions of
+    other types in ``old`` (owned by someone else) are kept."""
+    old_by = {c.get("type"): c for c in old or []}
+    out = []
+    for c in new:
+        prev = old_by.pop(c["type"], None)
+        ltt = prev.get("lastTransitionTime") if prev and prev.get("status") == c["status"] else None
+        out.append({**c, "lastTransitionTime": ltt or _fmt(now)})
+    out.extend(old_by[t] for t in old_by if t not in {c["type"] for c in new})
+    return out
+
+
+def strategy_status(strategy: dict, admission: Admission, policy: dict | None, pod: dict | None,
+                    failures: int, now: datetime) -> dict:
+    """The operator-owned status keys of a TradingStrategy: ``observedGeneration``,
+    ``conditions`` (Ready, PolicyResolved, Trading, RiskLimited), ``phase``,
+    ``workerPod`` and ``restarts``. Reads the worker-owned keys (riskState,
+    tradingActive, lastHeartbeat, notTradingReasons) to derive Trading and
+    RiskLimited."""
+    meta = strategy["metadata"]
+    spec = strategy.get("spec") or {}
+    st = strategy.get("status") or {}
+    gen = meta.get("generation")
+    policy_name = (spec.get("riskPolicyRef") or {}).get("name", "")
+    pstate, pmsg = pod_state(pod)
+
+    if policy is not None:
+        resolved = condition(api.COND_POLICY_RESOLVED, True, "RiskPolicyFound", f"RiskPolicy {policy_name!r} found", gen)
+    else:
+        resolved = condition(api.COND_POLICY_RESOLVED, False, "RiskPolicyNotFound",
+                             f"RiskPolicy {policy_name!r} not found in namespace {meta.get('namespace')!r}; "
+                             "no entries are made until it exists", gen)
+
+    if not admission.ok:
+        ready = condition(api.COND_READY, False, admission.reason, admission.message, gen)
+    elif policy is None:
+        ready = condition(api.COND_READY, False, "RiskPolicyNotFound", resolved["message"], gen)
+    elif pstate == "Ready":
+        ready = condition(api.COND_READY, True, "WorkerReady", f"worker pod {worker_name(meta['name'])} is ready", gen)
+    else:
+        reason = {"Missing": "WorkerPending", "Pending": "WorkerPending", "Terminating": "WorkerRestarting",
+                  "CrashLooping": "WorkerCrashLooping", "Running": "WorkerNotReady", "Failed": "WorkerFailed",
+                  "Succeeded": "WorkerFailed"}[pstate]
+        ready = condition(api.COND_READY, False, reason, pmsg, gen)
+
+    heartbeat = _parse(st.get("lastHeartbeat"))
+    fresh = heartbeat is not None and (now - heartbeat).total_seconds() <= HEARTBEAT_TIMEOUT_SECONDS
+    reasons = st.get("notTradingReasons") or []
+    if ready["status"] != "True":
+        trading = condition(api.COND_TRADING, False, "NotReady", "the worker is not ready", gen)
+    elif spec.get("paused"):
+        trading = condition(api.COND_TRADING, False, "Paused", "spec.paused is true: no new orders", gen)
+    elif not fresh:
+        trading = condition(api.COND_TRADING, False, "HeartbeatStale",
+                            f"no worker heartbeat for more than {HEARTBEAT_TIMEOUT_SECONDS}s", gen)
+    elif st.get("tradingActive"):
+        trading = condition(api.COND_TRADING, True, "Trading",
+                            f"trading {', '.join(spec.get('symbols') or [])} in {spec.get('mode', 'paper')} mode", gen)
+    else:
+        top = reasons[0]["reason"] if reasons else "Unknown"
+        trading = condition(api.COND_TRADING, False, camel(top),
+                            "not trading: " + ", ".join(f"{r['reason']} x{r['count']}" for r in reasons[:5]), gen)
+
+    risk = st.get("riskState")
+    if risk is None:
+        limited = condition(api.COND_RISK_LIMITED, None, "NoData", "the worker has not reported a risk state", gen)
+    elif risk == api.RISK_NORMAL:
+        limited = condition(api.COND_RISK_LIMITED, False, "Normal", "risk state NORMAL", gen)
+    else:
+        limited = condition(api.COND_RISK_LIMITED, True, camel(risk),
+                            f"risk state {risk}: {', '.join(st.get('riskReasons') or [])}", gen)
+
+    if not admission.ok:
+        phase = "Failed"
+    elif ready["status"] != "True":
+        phase = "Pending"
+    elif risk == api.RISK_HARD_STOP:
+        phase = "Stopped"
+    elif spec.get("paused"):
+        phase = "Paused"
+    else:
+        phase = "Running"
+    conditions = merge_conditions(st.get("conditions"), [ready, resolved, trading, limited], now)
+    return {"observedGeneration": gen, "conditions": conditions, "phase": phase,
+            "workerPod": worker_name(meta["name"]) if pod is not None else None, "restarts": failures}
+
+
+def condition_transitions(old: list[dict] | None, new: list[dict]) -> list[dict]:
+    """Conditions in ``new`` whose status or reason differ from ``old`` (each is one
+    Event-worthy transition)."""
+    old_by = {c.get("type"): c for c in old or []}
+    out = []
+    for c in new:
+        p = old_by.get(c["type"])
+        if p is None or p.get("status") != c["status"] or p.get("reason") != c["reason"]:
+            out.append(c)
+    return out
+
+
+def status_changed(current: dict | None, desired: dict) -> bool:
+    """True if any key of ``desired`` differs from ``current`` (skip no-op writes)."""
+    current = current or {}
+    return any(current.get(k) != v for k, v in desired.items())
+
+
+# ---- RiskPolicy and SymbolQuarantine status ---------------------------------------------
+def policy_status(policy: dict, strategies: list[dict], now: datetime) -> dict:
+    """RiskPolicy status: how many strategies reference it, their worst risk state,
+    a count per state, and a ``Ready`` condition."""
+    meta = policy["metadata"]
+    users = [s for s in strategies if (s.get("spec") or {}).get("riskPolicyRef", {}).get("name") == meta["name"]
+             and s["metadata"].get("namespace") == meta.get("namespace")]
+    states: dict[str, int] = {}
+    worst = api.RISK_NORMAL
+    for s in users:
+        r = (s.get("status") or {}).get("riskState")
+        if r in api.RISK_STATES:
+            states[r] = states.get(r, 0) + 1
+            if api.risk_severity(r) > api.risk_severity(worst):
+                worst = r
+    gen = meta.get("generation")
+    ready = condition("Ready", True, "Accepted", f"referenced by {len(users)} strategies", gen)
+    old = (policy.get("status") or {}).get("conditions")
+    return {"observedGeneration": gen, "strategies": len(users), "worstState": worst, "states": states,
+            "conditions": merge_conditions(old, [ready], now)}
+
+
+def quarantine_expiry(q: dict) -> datetime | None:
+    """``spec.expiresAt``, or ``metadata.creationTimestamp + spec.ttlSeconds``."""
+    spec = q.get("spec") or {}
+    if spec.get("expiresAt"):
+        return _parse(spec["expiresAt"])
+    created = _parse(q["metadata"].get("creationTimestamp"))
+    if created is not None and spec.get("ttlSeconds"):
+        return created + timedelta(seconds=int(spec["ttlSeconds"]))
+    return None
+
+
+def _selector_matches(sel: dict | None, labels: dict) -> bool:
+    if not sel:
+        return True
+    for k, v in (sel.get("matchLabels") or {}).items():
+        if labels.get(k) != v:
+            return False
+    for req in sel.get("matchExpressions") or []:
+        key, op, vals = req.get("key"), req.get("operator"), req.get("values") or []
+        if op == "In" and labels.get(key) not in vals:
+            return False
+        if op == "NotIn" and key in labels and labels[key] in vals:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def quarantine_status(q: dict, strategies: list[dict], now: datetime) -> dict:
+    """SymbolQuarantine status: ``active`` (now before expiry), computed
+    ``expiresAt``, how many strategies in its namespace trade the symbol and match
+    its selector, and an ``Active`` condition."""
+    meta = q["metadata"]
+    spec = q.get("spec") or {}
+    expiry = quarantine_expiry(q)
+    active = expiry is not None and now < expiry
+    affected = [s for s in strategies if s["metadata"].get("namespace") == meta.get("namespace")
+                and spec.get("symbol") in ((s.get("spec") or {}).get("symbols") or [])
+                and _selector_matches(spec.get("strategySelector"), s["metadata"].get("labels") or {})]
+    gen = meta.get("generation")
+    if active:
+        cond = condition("Active", True, "Active", f"new entries on {spec.get('symbol')} are blocked until {_fmt(expiry)}", gen)
+    else:
+        cond = condition("Active", False, "Expired", f"expired at {_fmt(expiry)}" if expiry else "no expiry", gen)
+    old = (q.get("status") or {}).get("conditions")
+    return {"observedGeneration": gen, "active": active, "expiresAt": _fmt(expiry) if expiry else None,
+            "affectedStrategies": len(affected), "conditions": merge_conditions(old, [cond], now)}

@@ -1,0 +1,139 @@
+"""The operator's pure reconcile functions."""
+
+from datetime import datetime, timedelta, timezone
+
+from hean import api
+from hean.operator import reconcile as rc
+
+NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+
+
+def strategy(**spec):
+    base = {"strategy": "impulse", "symbols": ["BTCUSDT"], "capital": 10000, "riskPolicyRef": {"name": "default"}}
+    base.update(spec)
+    return {"apiVersion": "hean.io/v1alpha1", "kind": "TradingStrategy",
+            "metadata": {"name": "btc", "namespace": "ns", "uid": "u-1", "generation": 3, "labels": {"desk": "a"}},
+            "spec": base, "status": {}}
+
+
+def ready_pod(s, **status):
+    p = rc.desired_pod(s, rc.OperatorConfig())
+    p["status"] = {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}], **status}
+    return p
+
+
+def test_worker_pod_is_restricted_owned_and_bound_to_pod_ip():
+    s = strategy()
+    pod = rc.desired_pod(s, rc.OperatorConfig(marketdata_host_path="/data", marketdata_mount_path="/md"))
+    assert pod["metadata"]["name"] == "btc-worker"
+    ref = pod["metadata"]["ownerReferences"][0]
+    assert ref["uid"] == "u-1" and ref["controller"] is True and ref["kind"] == "TradingStrategy"
+    sec = pod["spec"]["securityContext"]
+    c = pod["spec"]["containers"][0]
+    assert sec["runAsNonRoot"] and sec["seccompProfile"]["type"] == "RuntimeDefault"
+    assert c["securityContext"]["capabilities"]["drop"] == ["ALL"] and not c["securityContext"]["allowPrivilegeEscalation"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["HEAN_BIND_ADDRESS"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    assert env["HEAN_MARKETDATA_DIR"]["value"] == "/md"
+    assert pod["spec"]["volumes"][0]["hostPath"]["path"] == "/data"
+    assert pod["spec"]["serviceAccountName"] == "btc-worker"
+    assert not any("secret" in str(e).lower() for e in c["env"])
+
+
+def test_worker_role_is_least_privilege():
+    role = rc.desired_role(strategy())
+    flat = [(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]]
+    assert ("", "secrets", "get") not in flat and not any(r == "pods" for _, r, _ in flat)
+    status_rule = next(r for r in role["rules"] if "tradingstrategies/status" in r["resources"])
+    assert status_rule["resourceNames"] == ["btc"]
+
+
+def test_structural_hash_ignores_live_tunable_fields():
+    a = rc.structural_hash(strategy()["spec"])
+    assert a == rc.structural_hash(strategy(paused=True, params={"emaFastPeriod": 5})["spec"])
+    assert a != rc.structural_hash(strategy(symbols=["ETHUSDT"])["spec"])
+
+
+def test_live_needs_the_operator_gate_and_testnet_is_refused():
+    cfg = rc.OperatorConfig()
+    assert rc.admit(strategy(mode="live")["spec"], cfg).reason == "LiveTradingDisabled"
+    assert rc.admit(strategy(mode="testnet")["spec"], cfg).reason == "ModeNotImplemented"
+    assert rc.admit(strategy()["spec"], cfg).ok
+
+
+def test_pod_action_create_replace_and_backoff():
+    s = strategy()
+    ok = rc.Admission(True)
+    assert rc.pod_action(s, None, ok, True, 0, None, NOW).kind == "create"
+    pod = ready_pod(s)
+    assert rc.pod_action(s, pod, ok, True, 0, None, NOW).kind == "none"
+    changed = strategy(symbols=["ETHUSDT"])
+    assert rc.pod_action(changed, pod, ok, True, 0, None, NOW).reason == "SpecChanged"
+    failed = ready_pod(s, phase="Failed")
+    assert rc.pod_action(s, failed, ok, True, 0, None, NOW).kind == "delete"
+    # third failure: wait 2 * 2^2 = 8 s after the last creation
+    act = rc.pod_action(s, None, ok, True, 3, NOW - timedelta(seconds=3), NOW)
+    assert act.kind == "wait" and abs(act.after_seconds - 5) < 1e-6
+    assert rc.pod_action(s, None, ok, True, 3, NOW - timedelta(seconds=9), NOW).kind == "create"
+    terminating = ready_pod(s)
+    terminating["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    assert rc.pod_action(s, terminating, ok, True, 0, None, NOW).kind == "none"
+    assert rc.pod_action(s, pod, rc.Admission(False, "LiveTradingDisabled"), True, 0, None, NOW).kind == "delete"
+
+
+def test_missing_policy_is_a_ready_false_condition_not_a_crash():
+    s = strategy()
+    st = rc.strategy_status(s, rc.Admission(True), None, ready_pod(s), 0, NOW)
+    c = {x["type"]: x for x in st["conditions"]}
+    assert c["Ready"]["status"] == "False" and c["Ready"]["reason"] == "RiskPolicyNotFound"
+    assert "default" in c["Ready"]["message"]
+    assert c["PolicyResolved"]["status"] == "False"
+    assert st["observedGeneration"] == 3 and all(x["observedGeneration"] == 3 for x in st["conditions"])
+
+
+def test_trading_and_risk_conditions_follow_worker_status():
+    s = strategy()
+    s["status"] = {"lastHeartbeat": "2026-01-01T11:59:58Z", "tradingActive": True, "riskState": "SOFT_BRAKE",
+                   "riskReasons": ["SOFT_DRAWDOWN"]}
+    st = rc.strategy_status(s, rc.Admission(True), {"metadata": {}}, ready_pod(s), 0, NOW)
+    c = {x["type"]: x for x in st["conditions"]}
+    assert c["Ready"]["status"] == "True" and c["Trading"]["status"] == "True"
+    assert c["RiskLimited"]["status"] == "True" and c["RiskLimited"]["reason"] == "SoftBrake"
+    s["status"]["lastHeartbeat"] = "2026-01-01T11:00:00Z"
+    c = {x["type"]: x for x in rc.strategy_status(s, rc.Admission(True), {"metadata": {}}, ready_pod(s), 0, NOW)["conditions"]}
+    assert c["Trading"]["reason"] == "HeartbeatStale"
+    s["status"].update(lastHeartbeat="2026-01-01T11:59:59Z", tradingActive=False,
+                       notTradingReasons=[{"reason": "SYMBOL_QUARANTINED", "count": 4}])
+    c = {x["type"]: x for x in rc.strategy_status(s, rc.Admission(True), {"metadata": {}}, ready_pod(s), 0, NOW)["conditions"]}
+    assert c["Trading"]["reason"] == "SymbolQuarantined"
+
+
+def test_last_transition_time_only_moves_on_status_change():
+    old = [{"type": "Ready", "status": "True", "reason": "A", "message": "", "lastTransitionTime": "2025-01-01T00:00:00Z"}]
+    same = rc.merge_conditions(old, [rc.condition("Ready", True, "B", "m", 1)], NOW)
+    assert same[0]["lastTransitionTime"] == "2025-01-01T00:00:00Z" and same[0]["reason"] == "B"
+    flipped = rc.merge_conditions(old, [rc.condition("Ready", False, "B", "m", 1)], NOW)
+    assert flipped[0]["lastTransitionTime"] == "2026-01-01T12:00:00Z"
+    assert rc.condition_transitions(old, [rc.condition("Ready", True, "A", "x", 1)]) == []
+
+
+def test_policy_status_counts_users_and_worst_state():
+    pol = {"metadata": {"name": "default", "namespace": "ns", "generation": 1}}
+    a, b, other = strategy(), strategy(), strategy(riskPolicyRef={"name": "other"})
+    a["status"] = {"riskState": "SOFT_BRAKE"}
+    b["status"] = {"riskState": "HARD_STOP"}
+    st = rc.policy_status(pol, [a, b, other], NOW)
+    assert st["strategies"] == 2 and st["worstState"] == api.RISK_HARD_STOP
+    assert st["states"] == {"SOFT_BRAKE": 1, "HARD_STOP": 1}
+
+
+def test_quarantine_expiry_from_ttl_and_selector():
+    q = {"metadata": {"name": "q", "namespace": "ns", "generation": 1, "uid": "q1",
+                      "creationTimestamp": "2026-01-01T11:59:00Z"},
+         "spec": {"symbol": "BTCUSDT", "reason": "test", "ttlSeconds": 120, "strategySelector": {"matchLabels": {"desk": "a"}}}}
+    st = rc.quarantine_status(q, [strategy()], NOW)
+    assert st["active"] and st["expiresAt"] == "2026-01-01T12:01:00Z" and st["affectedStrategies"] == 1
+    st = rc.quarantine_status(q, [strategy()], NOW + timedelta(minutes=2))
+    assert not st["active"] and st["conditions"][0]["reason"] == "Expired"
+    q["spec"]["strategySelector"] = {"matchLabels": {"desk": "b"}}
+    assert rc.quarantine_status(q, [strategy()], NOW)["affectedStrategies"] == 0

@@ -1,0 +1,226 @@
+"""Typed views (pydantic) of the custom resources the worker reads.
+
+The API server has already validated the objects against the CRD schemas in
+``crds/``; these models repeat the bounds so that the worker also refuses a bad
+object it was handed some other way (a test, a real cluster with an older CRD), with
+an error naming the field. Field names are the CRDs' camelCase names; units are in
+the names (``...Usdt``, ``...Percent``, ``...Bps``, ``...Fraction``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from hean import api
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
+
+
+class ImpulseParams(_Model):
+    """Parameters of HEAN's impulse breakout strategy (``spec.params``).
+
+    Periods and windows are in bars; ``impulseThreshold`` is in multiples of the
+    per-bar volatility scaled by ``sqrt(impulseLookback)``; stop and target
+    distances are in multiples of ATR; ``riskPerTradeFraction`` is the fraction of
+    equity (not percent) lost if the stop is hit.
+    """
+
+    emaFastPeriod: int = Field(20, ge=2, le=500)
+    emaSlowPeriod: int = Field(100, ge=3, le=2000)
+    volatilityWindow: int = Field(60, ge=5, le=1000)
+    impulseLookback: int = Field(5, ge=1, le=120)
+    impulseThreshold: float = Field(3.0, ge=0.1, le=20)
+    atrPeriod: int = Field(14, ge=2, le=500)
+    stopLossAtr: float = Field(8.0, ge=0.1, le=50)
+    takeProfitAtr: float = Field(16.0, ge=0.1, le=100)
+    cooldownBars: int = Field(30, ge=0, le=10000)
+    riskPerTradeFraction: float = Field(0.005, ge=0.0001, le=0.1)
+
+    @model_validator(mode="after")
+    def _fast_below_slow(self) -> "ImpulseParams":
+        if self.emaFastPeriod >= self.emaSlowPeriod:
+            raise ValueError(
+                f"spec.params.emaFastPeriod ({self.emaFastPeriod}) must be less than "
+                f"spec.params.emaSlowPeriod ({self.emaSlowPeriod})"
+            )
+        return self
+
+
+class ReplaySpec(_Model):
+    """``spec.marketData.replay``: candle interval in minutes (``"1"``, ``"5"``,
+    ``"60"``), ``speed`` (replay clock multiplier: 60 plays one 1-minute candle per
+    second), optional ``start`` (skip candles before it) and ``loop``."""
+
+    interval: Literal["1", "5", "60"] = "1"
+    speed: float = Field(600.0, ge=1, le=1e7)
+    start: datetime | None = None
+    loop: bool = False
+
+
+class MarketDataSpec(_Model):
+    """``spec.marketData``: ``source`` ``replay`` (recorded candles) or ``live``."""
+
+    source: Literal["replay", "live"] = "replay"
+    replay: ReplaySpec = ReplaySpec()
+
+
+class ExecutionSpec(_Model):
+    """``spec.execution``: paper slippage in basis points of the fill price."""
+
+    slippageBps: float = Field(2.0, ge=0, le=500)
+
+
+class RiskPolicyRef(_Model):
+    name: str = Field(min_length=1, max_length=253)
+
+
+class StrategySpec(_Model):
+    """``TradingStrategy.spec``; ``capital`` in USDT."""
+
+    strategy: Literal["impulse"]
+    symbols: list[str] = Field(min_length=1, max_length=10)
+    category: Literal["linear", "spot"] = "linear"
+    mode: Literal["paper", "testnet", "live"] = "paper"
+    capital: Decimal = Field(gt=0, le=Decimal("1e9"))
+    maxLeverage: Decimal = Field(Decimal(1), ge=1, le=100)
+    riskPolicyRef: RiskPolicyRef
+    params: ImpulseParams = ImpulseParams()
+    paused: bool = False
+    marketData: MarketDataSpec = MarketDataSpec()
+    execution: ExecutionSpec = ExecutionSpec()
+
+
+class RiskPolicySpec(_Model):
+    """``RiskPolicy.spec``: drawdowns in percent of peak equity, money in USDT,
+    ``softBrakeSizeFactor`` a fraction (0 blocks new entries in SOFT_BRAKE)."""
+
+    softMaxDrawdownPercent: Decimal = Field(Decimal(5), ge=0, le=100)
+    hardMaxDrawdownPercent: Decimal = Field(Decimal(10), gt=0, le=100)
+    maxDailyLossUsdt: Decimal = Field(gt=0)
+    maxLeverage: Decimal = Field(Decimal(3), ge=1, le=100)
+    maxPositionNotionalUsdt: Decimal = Field(gt=0)
+    maxOpenPositions: int = Field(5, ge=1, le=1000)
+    maxOrdersPerMinute: int = Field(60, ge=1, le=6000)
+    softBrakeSizeFactor: Decimal = Field(Decimal("0.5"), ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _soft_below_hard(self) -> "RiskPolicySpec":
+        if self.softMaxDrawdownPercent >= self.hardMaxDrawdownPercent:
+            raise ValueError(
+                "spec.softMaxDrawdownPercent must be less than spec.hardMaxDrawdownPercent"
+            )
+        return self
+
+
+class LabelSelectorRequirement(_Model):
+    key: str
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: list[str] = []
+
+
+class LabelSelector(_Model):
+    """metav1.LabelSelector (``matchLabels`` AND ``matchExpressions``)."""
+
+    matchLabels: dict[str, str] = {}
+    matchExpressions: list[LabelSelectorRequirement] = []
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        """True if ``labels`` satisfy every term (an empty selector matches all)."""
+        for k, v in self.matchLabels.items():
+            if labels.get(k) != v:
+                return False
+        for req in self.matchExpressions:
+            has = req.key in labels
+            if req.operator == "In" and (not has or labels[req.key] not in req.values):
+                return False
+            if req.operator == "NotIn" and has and labels[req.key] in req.values:
+                return False
+            if req.operator == "Exists" and not has:
+                return False
+            if req.operator == "DoesNotExist" and has:
+                return False
+        return True
+
+
+class QuarantineSpec(_Model):
+    """``SymbolQuarantine.spec``: exactly one of ``expiresAt`` or ``ttlSeconds``."""
+
+    symbol: str
+    reason: str = ""
+    expiresAt: datetime | None = None
+    ttlSeconds: int | None = Field(None, ge=1, le=31_536_000)
+    strategySelector: LabelSelector | None = None
+
+
+def parse_time(text: str | None) -> datetime | None:
+    """Parse an RFC 3339 timestamp as the API server writes it (``...Z``) to an aware
+    UTC datetime; None for None."""
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
+
+
+def quarantine_expiry(obj: dict) -> datetime | None:
+    """When a SymbolQuarantine object stops blocking: ``spec.expiresAt``, or
+    ``metadata.creationTimestamp + spec.ttlSeconds``. None if neither is known."""
+    spec = obj.get("spec") or {}
+    if spec.get("expiresAt"):
+        return parse_time(spec["expiresAt"])
+    created = parse_time((obj.get("metadata") or {}).get("creationTimestamp"))
+    if created is not None and spec.get("ttlSeconds"):
+        return created + timedelta(seconds=int(spec["ttlSeconds"]))
+    return None
+
+
+def quarantine_applies(obj: dict, symbol: str, strategy_labels: dict[str, str], now: datetime) -> bool:
+    """True if the SymbolQuarantine ``obj`` blocks new entries on ``symbol`` for a
+    strategy with ``strategy_labels`` at ``now`` (aware UTC).
+
+    A quarantine is active from creation until its expiry; one that is being deleted
+    or has no computable expiry does not apply. A malformed object does not apply
+    (and the operator marks it so).
+    """
+    if (obj.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    try:
+        spec = QuarantineSpec.model_validate(obj.get("spec") or {})
+    except ValidationError:
+        return False
+    if spec.symbol != symbol:
+        return False
+    expiry = quarantine_expiry(obj)
+    if expiry is None or now >= expiry:
+        return False
+    if spec.strategySelector is not None and not spec.strategySelector.matches(strategy_labels):
+        return False
+    return True
+
+
+def describe_validation_error(prefix: str, err: ValidationError) -> str:
+    """Render a pydantic error as ``prefix.field: message; ...`` naming every field."""
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e.get("loc", ()))
+        where = f"{prefix}.{loc}" if loc else prefix
+        parts.append(f"{where}: {e.get('msg')}")
+    return "; ".join(parts)
+
+
+__all__ = [
+    "ImpulseParams",
+    "StrategySpec",
+    "RiskPolicySpec",
+    "QuarantineSpec",
+    "LabelSelector",
+    "quarantine_applies",
+    "quarantine_expiry",
+    "parse_time",
+    "describe_validation_error",
+    "api",
+]
