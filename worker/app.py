@@ -93,6 +93,7 @@ class Worker:
         self.status_patches = 0
         self.status_errors = 0
         self.last_heartbeat: str | None = None
+        self.last_status_write = 0.0  # unix seconds of the last successful status patch
         self.started = time.time()
         self.strategies = None
         self.policies = None
@@ -332,6 +333,7 @@ class Worker:
                                    self.settings.strategy_name, status)
                 self.status_patches += 1
                 self.last_heartbeat = status["lastHeartbeat"]
+                self.last_status_write = time.time()
             except Exception as e:  # noqa: BLE001 - keep trading; retry next interval
                 self.status_errors += 1
                 log.warning("status patch failed: %r", e)

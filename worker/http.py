@@ -41,7 +41,7 @@ class WorkerCollector:
         yield up
         hb = GaugeMetricFamily("hean_worker_heartbeat_timestamp_seconds",
                                "Unix time of the last successful status write", labels=base)
-        hb.add_metric(lv, float(w.status_patches and __import__("time").time()))
+        hb.add_metric(lv, w.last_status_write)
         yield hb
         if e is None:
             return

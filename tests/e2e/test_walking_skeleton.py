@@ -84,6 +84,17 @@ class K:
         evs = self.core.list_namespaced_event(self.ns).items
         return [e for e in evs if reason is None or e.reason == reason]
 
+    def worker_text(self, pod, path):
+        """GET a worker endpoint as text (see :meth:`worker_get`)."""
+        if self.kube.is_local:
+            import httpx
+
+            ip = self.core.read_namespaced_pod(pod, self.ns).status.pod_ip
+            r = httpx.get(f"http://{ip}:8080{path}", timeout=5)
+            r.raise_for_status()
+            return r.text
+        return self.kube.kubectl("get", "--raw", f"/api/v1/namespaces/{self.ns}/pods/{pod}:8080/proxy{path}").stdout
+
     def worker_get(self, pod, path):
         """GET a worker endpoint: directly at the pod IP on the local harness (the API
         server refuses to proxy to loopback addresses), through the API server's pod
@@ -178,6 +189,16 @@ def test_status_matches_the_worker_ledger(kube, namespace, hean_installed):
     assert D(st["pnl"]) == (equity - 10000).quantize(D("0.01"))
     assert st["openPositions"] == sum(1 for q in size.values() if q != 0)
     assert len({f["execId"] for f in ledger["fills"]}) == len(ledger["fills"])
+    # the Prometheus endpoint reports the same ledger
+    from prometheus_client.parser import text_string_to_metric_families
+
+    metrics = {(smp.name, tuple(sorted(smp.labels.items()))): smp.value
+               for f in text_string_to_metric_families(k.worker_text("ledger-worker", "/metrics")) for smp in f.samples}
+    labels = (("mode", "paper"), ("namespace", namespace), ("strategy", "ledger"))
+    assert abs(D(str(metrics[("hean_worker_equity_usdt", labels)])) - equity) < D("0.000001")
+    assert metrics[("hean_worker_fills_total", labels)] == len(ledger["fills"])
+    assert metrics[("hean_worker_risk_state", tuple(sorted(labels + (("state", st["riskState"]),))))] == 1.0
+    assert k.worker_get("ledger-worker", "/readyz") == {"ready": True}
     trading = k.cond("ledger", "Trading")
     assert trading["status"] == "False" and trading["reason"] == "ReplayFinished"
 

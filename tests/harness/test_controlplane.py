@@ -59,20 +59,18 @@ def test_teardown_leaves_no_processes_and_starts_fast() -> None:
         cp.kubectl("create", "namespace", "td")
         wait_for(lambda: cp.kubectl("get", "sa", "default", "-n", "td", check=False).returncode == 0,
                  timeout=30, message="default ServiceAccount in td")
+        marker = f"hean-teardown-child-{secrets.token_hex(4)}"  # unique on a shared machine
+        child = f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)', {marker!r}]); time.sleep(600)"
         cp.kubectl("apply", "-n", "td", "-f", "-", input=json.dumps({
             "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "sleeper"},
-            "spec": {"containers": [{
-                "name": "main", "image": IMAGE,
-                "command": ["python", "-c",
-                            "import subprocess, time; subprocess.Popen(['sleep', '600']); time.sleep(600)"],
-            }]},
+            "spec": {"containers": [{"name": "main", "image": IMAGE, "command": ["python", "-c", child]}]},
         }))
         wait_for(lambda: agent.container_pid("td", "sleeper"), timeout=30, message="sleeper running")
         pod_pid = agent.container_pid("td", "sleeper")
         assert pod_pid is not None
 
         def pod_children() -> list[int]:
-            return [p for p, cmd in processes_referencing("sleep 600") if pid_alive(p)]
+            return [p for p, cmd in processes_referencing(marker) if pid_alive(p)]
 
         wait_for(pod_children, timeout=10, message="the pod's child process")
         component_pids = list(cp.pids.values())
@@ -120,6 +118,10 @@ def test_server_version_is_the_pinned_one(kube) -> None:
 
     with kube.api_client() as api:
         assert client.VersionApi(api).get_code().git_version == want
+    # helm is the pinned one too, and reaches the cluster with the harness's settings
+    helm_version = kube.helm("version", "--template", "{{.Version}}").stdout.strip()
+    assert helm_version == read_versions()["HELM_VERSION"]
+    assert isinstance(json.loads(kube.helm("list", "--all-namespaces", "-o", "json").stdout or "[]"), list)
 
 
 def test_rbac_is_enforced(kube, namespace) -> None:

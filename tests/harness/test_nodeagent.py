@@ -18,8 +18,6 @@ import pytest
 from hean.testing import wait_for
 from hean.testing.controlplane import free_port
 
-pytestmark = pytest.mark.e2e
-
 IMAGE = "python:3.12-slim"  # used by real clusters only; the local agent ignores images
 
 
@@ -87,6 +85,7 @@ def cstatus(p: dict, name: str = "main") -> dict:
 
 
 # ---------------------------------------------------------------------------------------
+@pytest.mark.e2e
 def test_env_resolution(kube, namespace, tmp_path) -> None:
     out_dir = tmp_path / "out"  # hostPath mounted at the same path ("as a real path")
     kube.kubectl("create", "secret", "generic", "creds", "--from-literal=apiKey=k-123",
@@ -168,6 +167,7 @@ def test_env_resolution(kube, namespace, tmp_path) -> None:
         assert kube.agent.log_path(namespace, "envpod").name == "main.log"
 
 
+@pytest.mark.e2e
 def test_missing_secret_is_a_config_error_until_it_exists(kube, namespace) -> None:
     manifest = pod("needs-secret", "import os; print(os.environ['TOKEN'])", container={
         "env": [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "later", "key": "t"}}}]})
@@ -182,6 +182,7 @@ def test_missing_secret_is_a_config_error_until_it_exists(kube, namespace) -> No
     assert "tok" in kube.logs(namespace, "needs-secret")
 
 
+@pytest.mark.e2e
 def test_readiness_probe_http(kube, namespace) -> None:
     # A port nobody uses on this machine (other processes may listen on 0.0.0.0:8080,
     # which would also block 127.0.0.N:8080 for local pods).
@@ -218,6 +219,7 @@ def test_readiness_probe_http(kube, namespace) -> None:
         assert '"GET /no-such-page HTTP/1.1" 404' in kube.logs(namespace, "web-unready")
 
 
+@pytest.mark.e2e
 def test_liveness_probe_restarts_container(kube, namespace) -> None:
     port = free_port() if kube.is_local else 8081  # nothing listens there
     kube.apply(pod("unhealthy", "import time; time.sleep(3600)", restart="Always", grace=1,
@@ -231,6 +233,7 @@ def test_liveness_probe_restarts_container(kube, namespace) -> None:
     assert last["exitCode"] != 0
 
 
+@pytest.mark.e2e
 def test_restart_policy_on_failure(kube, namespace) -> None:
     kube.apply(pod("crasher", "import sys; print('crashing', flush=True); sys.exit(3)",
                    restart="OnFailure"),
@@ -264,6 +267,7 @@ def test_restart_policy_on_failure(kube, namespace) -> None:
     assert cstatus(f)["state"]["terminated"]["reason"] == "Completed"
 
 
+@pytest.mark.e2e
 def test_restart_policy_never_fails(kube, namespace) -> None:
     kube.apply(pod("once", "import sys; sys.exit(2)", restart="Never"), namespace=namespace)
     p = wait_pod(kube, namespace, "once", lambda p: phase(p) in ("Failed", "Succeeded"), "to finish")
@@ -277,6 +281,7 @@ def test_restart_policy_never_fails(kube, namespace) -> None:
     assert cstatus(get_pod(kube, namespace, "once"))["restartCount"] == 0
 
 
+@pytest.mark.e2e
 def test_init_container_and_emptydir(kube, namespace) -> None:
     scratch = f"/tmp/hean-e2e-{namespace}/scratch"  # does not exist: linked while in use
     manifest = pod("staged", f"print(open('{scratch}/msg').read())", container={
@@ -302,6 +307,7 @@ def test_init_container_and_emptydir(kube, namespace) -> None:
                  message=f"{scratch} and its created parent to be removed")
 
 
+@pytest.mark.e2e
 def test_hostpath_link_and_mount_conflict(kube, namespace, tmp_path) -> None:
     local_only(kube)
     src = tmp_path / "src"
@@ -362,6 +368,7 @@ def _running_pid(kube, ns: str, name: str, out: Path) -> int:
     return pid
 
 
+@pytest.mark.e2e
 def test_deleting_a_pod_stops_its_process(kube, namespace, tmp_path) -> None:
     local_only(kube)
     # graceful: SIGTERM reaches the process, which exits on its own
@@ -391,6 +398,7 @@ def test_deleting_a_pod_stops_its_process(kube, namespace, tmp_path) -> None:
     wait_for(lambda: not pid_alive(pid), timeout=15, message=f"pid {pid} to exit")
 
 
+@pytest.mark.e2e
 def test_owner_reference_cascade(kube, namespace, tmp_path) -> None:
     kube.kubectl("create", "configmap", "owner", "--from-literal=a=b", "-n", namespace)
     owner_uid = kube.get("configmap", "owner", namespace)["metadata"]["uid"]
@@ -411,6 +419,7 @@ def test_owner_reference_cascade(kube, namespace, tmp_path) -> None:
         assert (out / "term").read_text() == "SIGTERM"
 
 
+@pytest.mark.e2e
 def test_serviceaccount_kubeconfig(kube, namespace) -> None:
     local_only(kube)  # the pod uses the harness's interpreter (with the kubernetes client)
     ns = namespace
@@ -450,3 +459,99 @@ def test_serviceaccount_kubeconfig(kube, namespace) -> None:
     assert got["list_configmaps"] == 403
     assert got["user"] == f"system:serviceaccount:{ns}:reader"
     assert json.loads(kube.logs(ns, "no-token").strip().splitlines()[-1]) == {"KUBECONFIG": None}
+
+
+@pytest.mark.e2e
+def test_kubectl_logs(kube, namespace) -> None:
+    """The agent serves /containerLogs, so `kubectl logs` (incl. -f and --tail) works
+    exactly as with a kubelet."""
+    code = "import time\nfor i in range(5):\n    print('line', i, flush=True); time.sleep(0.3)"
+    kube.apply(pod("talker", code, restart="Never"), namespace=namespace)
+    wait_pod(kube, namespace, "talker", lambda p: phase(p) in ("Running", "Succeeded"), "to start")
+    out = kube.kubectl("logs", "-f", "talker", "-n", namespace, timeout=60).stdout
+    assert out.splitlines() == [f"line {i}" for i in range(5)]
+    assert kube.kubectl("logs", "talker", "-n", namespace, "--tail=2").stdout.splitlines() == [
+        "line 3", "line 4"]
+
+
+@pytest.mark.e2e
+def test_watch_resumes_after_disconnect(kube, namespace) -> None:
+    local_only(kube)
+    resp = kube.agent._watch_resp
+    assert resp is not None
+    resp.shutdown()  # drop the agent's pod watch mid-stream
+    kube.apply(pod("after-reconnect", "print('ok')"), namespace=namespace)
+    wait_pod(kube, namespace, "after-reconnect", lambda p: phase(p) == "Succeeded", "to succeed")
+
+
+# ---------------------------------------------------------------------------------------
+# unit tests of agent internals (no cluster)
+def test_expand_vars_matches_kubelet() -> None:
+    from hean.testing.nodeagent import expand_vars
+
+    env = {"A": "1", "B": "two"}
+    cases = {
+        "$(A)": "1",
+        "x-$(A)-$(B)": "x-1-two",
+        "$$(A)": "$(A)",
+        "$$": "$",
+        "$(MISSING)": "$(MISSING)",
+        "$(A": "$(A",
+        "$A": "$A",
+        "a$": "a$",
+        "$$$(A)": "$1",
+        "": "",
+        "no vars": "no vars",
+    }
+    for src, want in cases.items():
+        assert expand_vars(src, env) == want, src
+
+
+class _FakeResp:
+    def __init__(self, events: list[dict]) -> None:
+        self.data = b"".join(json.dumps(e).encode() + b"\n" for e in events)
+
+    def stream(self, amt=None, decode_content=False):
+        # split mid-line to exercise the line buffering
+        yield self.data[: len(self.data) // 2]
+        yield self.data[len(self.data) // 2:]
+
+    def release_conn(self) -> None:
+        pass
+
+
+def test_watch_relists_on_410_and_resumes_from_last_version(tmp_path) -> None:
+    from hean.testing.nodeagent import NodeAgent
+
+    agent = NodeAgent(tmp_path / "unused-kubeconfig", workdir=tmp_path)
+    seen_rvs: list[str] = []
+    relists: list[int] = []
+    handled: list[tuple[str, str]] = []
+    other = lambda name, rv: {"metadata": {"name": name, "namespace": "ns", "uid": name,  # noqa: E731
+                                           "resourceVersion": rv},
+                              "spec": {"nodeName": "some-other-node"}}
+
+    class FakeApi:
+        def get(self, path, **kw):
+            relists.append(1)
+            return {"metadata": {"resourceVersion": "100"}, "items": [other("listed", "90")]}
+
+        def stream(self, path, query, timeout):
+            seen_rvs.append(query["resourceVersion"])
+            n = len(seen_rvs)
+            if n == 1:
+                return _FakeResp([{"type": "ADDED", "object": other("a", "5")},
+                                  {"type": "ERROR", "object": {"code": 410, "message": "too old"}}])
+            if n == 2:
+                return _FakeResp([{"type": "MODIFIED", "object": other("b", "120")},
+                                  {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "150"}}}])
+            agent._stopping.set()
+            return _FakeResp([])
+
+    agent._api = FakeApi()  # type: ignore[assignment]
+    orig = agent._on_pod
+    agent._on_pod = lambda t, o: (handled.append((t, o["metadata"]["name"])), orig(t, o))  # type: ignore
+    agent._watch_loop("4")
+    assert seen_rvs == ["4", "100", "150"]
+    assert len(relists) == 1
+    assert handled == [("ADDED", "a"), ("ADDED", "listed"), ("MODIFIED", "b")]

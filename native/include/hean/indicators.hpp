@@ -158,4 +158,215 @@ void rolling_log_return_std(const double *close, std::size_t n, std::int64_t win
 void atr(const double *high, const double *low, const double *close, std::size_t n,
          std::int64_t period, double *out);
 
+
+// ---------------------------------------------------------------------------
+// More indicators (SMA, RSI, rolling moments, Bollinger, VWAP, z-score, OFI)
+// ---------------------------------------------------------------------------
+
+/// Simple moving average with TA-Lib's operation order (bit-identical to
+/// TA_SMA): sum += x; out = sum / period; sum -= x[i - period + 1].
+class Sma {
+public:
+    explicit Sma(std::int64_t period);
+    double update(double x) noexcept;
+    void reset() noexcept;
+    double value() const noexcept { return value_; }
+    bool ready() const noexcept { return count_ >= period_; }
+    std::int64_t count() const noexcept { return count_; }
+    std::int64_t period() const noexcept { return period_; }
+
+private:
+    std::int64_t period_;
+    std::vector<double> ring_;
+    std::size_t pos_ = 0;
+    double sum_ = 0.0;
+    double value_ = kNaN;
+    std::int64_t count_ = 0;
+};
+
+/// Wilder's RSI with TA-Lib's seeding and operation order (TA_RSI, default
+/// compatibility): the first value (after period + 1 inputs) uses the simple
+/// means of gains/losses over the first `period` changes, then
+/// avg = (avg * (period - 1) + move) / period. RSI = 100 * g / (g + l), 0 when
+/// g + l == 0 (TA-Lib uses |g + l| < 1e-8 there).
+class Rsi {
+public:
+    explicit Rsi(std::int64_t period);
+    double update(double x) noexcept;
+    void reset() noexcept;
+    double value() const noexcept { return value_; }
+    bool ready() const noexcept { return count_ > period_; }
+    std::int64_t count() const noexcept { return count_; }
+    std::int64_t period() const noexcept { return period_; }
+
+private:
+    std::int64_t period_;
+    double prev_ = kNaN;
+    double gain_ = 0.0;
+    double loss_ = 0.0;
+    double value_ = kNaN;
+    std::int64_t count_ = 0;
+};
+
+/// Rolling mean and M2 of the last `window` values: ring buffer + sliding
+/// Welford update, exact two-pass recompute on every wrap and on cancellation
+/// (same method as RollingLogReturnStd).
+class RollingMoments {
+public:
+    explicit RollingMoments(std::int64_t window, std::int64_t lo = 1);
+    /// Returns true once `window` values are in.
+    bool update(double x) noexcept;
+    void reset() noexcept;
+    double mean() const noexcept { return mean_; }
+    double m2() const noexcept { return m2_ > 0.0 ? m2_ : 0.0; }
+    /// Population (ddof = 0) standard deviation.
+    double pstd() const noexcept { return std::sqrt(m2() / static_cast<double>(window_)); }
+    bool full() const noexcept { return full_; }
+    std::int64_t window() const noexcept { return window_; }
+
+private:
+    void recompute() noexcept;
+    std::int64_t window_;
+    std::vector<double> ring_;
+    std::size_t pos_ = 0;
+    bool full_ = false;
+    double mean_ = 0.0;
+    double m2_ = 0.0;
+    double m2_ref_ = 0.0;
+};
+
+struct Bands {
+    double upper, middle, lower;
+};
+
+/// Bollinger bands: middle = SMA(period) (TA-Lib-identical), width k times
+/// the population standard deviation (ddof = 0, as Bollinger and TA_BBANDS)
+/// of the same window computed by RollingMoments (TA-Lib uses sum of squares,
+/// which cancels catastrophically on prices; the two agree to ~1e-9).
+class Bollinger {
+public:
+    Bollinger(std::int64_t period, double k);
+    Bands update(double x) noexcept;
+    void reset() noexcept;
+    Bands value() const noexcept { return value_; }
+    bool ready() const noexcept { return sma_.ready(); }
+    std::int64_t count() const noexcept { return sma_.count(); }
+    std::int64_t period() const noexcept { return sma_.period(); }
+    double k() const noexcept { return k_; }
+
+private:
+    Sma sma_;
+    RollingMoments mom_;
+    double k_;
+    Bands value_{kNaN, kNaN, kNaN};
+};
+
+/// z-score of x against the last `window` values (including x):
+/// (x - mean) / pstd, ddof = 0; 0 when pstd == 0.
+class ZScore {
+public:
+    explicit ZScore(std::int64_t window);
+    double update(double x) noexcept;
+    void reset() noexcept;
+    double value() const noexcept { return value_; }
+    bool ready() const noexcept { return mom_.full(); }
+    std::int64_t count() const noexcept { return count_; }
+    std::int64_t window() const noexcept { return mom_.window(); }
+
+private:
+    RollingMoments mom_;
+    double value_ = kNaN;
+    std::int64_t count_ = 0;
+};
+
+/// Exact-ish rolling sums of one or two series: running add/subtract with an
+/// exact recompute (fresh summation over the ring) every `window` updates, so
+/// drift never accumulates beyond one window.
+class RollingSum2 {
+public:
+    explicit RollingSum2(std::int64_t window, std::int64_t lo = 1);
+    bool update(double a, double b) noexcept;
+    void reset() noexcept;
+    double a() const noexcept { return sa_; }
+    double b() const noexcept { return sb_; }
+    bool full() const noexcept { return full_; }
+    std::int64_t window() const noexcept { return window_; }
+
+private:
+    std::int64_t window_;
+    std::vector<double> ra_, rb_;
+    std::size_t pos_ = 0;
+    bool full_ = false;
+    double sa_ = 0.0, sb_ = 0.0;
+};
+
+/// Rolling volume-weighted average price over the last `window` bars:
+/// sum(price * volume) / sum(volume); NaN while sum(volume) == 0 or warming up.
+/// price finite > 0 and volume finite >= 0, else std::invalid_argument.
+class Vwap {
+public:
+    explicit Vwap(std::int64_t window);
+    double update(double price, double volume);
+    double update_unchecked(double price, double volume) noexcept;
+    void reset() noexcept;
+    double value() const noexcept { return value_; }
+    bool ready() const noexcept { return sums_.full(); }
+    std::int64_t count() const noexcept { return count_; }
+    std::int64_t window() const noexcept { return sums_.window(); }
+
+private:
+    RollingSum2 sums_;
+    double value_ = kNaN;
+    std::int64_t count_ = 0;
+};
+
+/// Order-flow imbalance of Cont, Kukanov & Stoikov (2014), "The price impact
+/// of order book events", J. Financial Econometrics 12(1): per top-of-book
+/// update n, e_n = 1{Pb_n >= Pb_{n-1}} qb_n - 1{Pb_n <= Pb_{n-1}} qb_{n-1}
+///             - 1{Pa_n <= Pa_{n-1}} qa_n + 1{Pa_n >= Pa_{n-1}} qa_{n-1};
+/// the output is the sum of e over the last `window` updates (NaN for the
+/// first `window` inputs). Units: base-coin size.
+class Ofi {
+public:
+    explicit Ofi(std::int64_t window);
+    double update(double bid_px, double bid_sz, double ask_px, double ask_sz) noexcept;
+    void reset() noexcept;
+    double value() const noexcept { return value_; }
+    bool ready() const noexcept { return sums_.full(); }
+    std::int64_t count() const noexcept { return count_; }
+    std::int64_t window() const noexcept { return sums_.window(); }
+
+private:
+    RollingSum2 sums_;
+    double pb_ = kNaN, qb_ = kNaN, pa_ = kNaN, qa_ = kNaN;
+    double value_ = kNaN;
+    std::int64_t count_ = 0;
+};
+
+void sma(const double *x, std::size_t n, std::int64_t period, double *out);
+void rsi(const double *x, std::size_t n, std::int64_t period, double *out);
+void bollinger(const double *x, std::size_t n, std::int64_t period, double k, double *upper,
+               double *middle, double *lower);
+void zscore(const double *x, std::size_t n, std::int64_t window, double *out);
+/// Throws if a price is not finite > 0 or a volume not finite >= 0 (names the index).
+void vwap(const double *price, const double *volume, std::size_t n, std::int64_t window,
+          double *out);
+void ofi(const double *bid_px, const double *bid_sz, const double *ask_px, const double *ask_sz,
+         std::size_t n, std::int64_t window, double *out);
+
+/// Parameters of the fused pass (periods in bars).
+struct FusedParams {
+    std::int64_t ema_fast = 20, ema_slow = 100, sma = 20, rsi = 14, atr = 14, bb = 20;
+    double bb_k = 2.0;
+};
+/// Outputs of the fused pass; every pointer is an array of n doubles.
+struct FusedOut {
+    double *ema_fast, *ema_slow, *sma, *rsi, *atr, *bb_upper, *bb_middle, *bb_lower;
+};
+void check_fused(const FusedParams &p);
+/// One sweep over (high, low, close) computing EMA fast/slow, SMA, RSI, ATR and
+/// Bollinger; each output is bit-identical to the single-indicator kernel.
+void fused(const double *high, const double *low, const double *close, std::size_t n,
+           const FusedParams &p, const FusedOut &out);
+
 }  // namespace hean

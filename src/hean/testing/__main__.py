@@ -101,6 +101,11 @@ def _cmd_up(args: argparse.Namespace) -> int:
         if agent is not None:
             agent.stop()
         cp.stop()
+        if cp.workdir is not None:
+            try:  # it describes a cluster that no longer exists
+                (cp.workdir / "cluster.json").unlink()
+            except FileNotFoundError:
+                pass
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import atexit
 import base64
 import http.client
-import json
 import os
 import shutil
 import signal
@@ -208,6 +207,24 @@ def terminate_group(proc: subprocess.Popen, timeout: float = 10.0, sig: int = si
     return proc.returncode
 
 
+def pdeathsig_prefix(any_thread: bool = False) -> list[str]:
+    """``setpriv --pdeathsig KILL --`` if available, so that a child dies with the
+    harness even if the harness is SIGKILLed (no stray apiservers or pods).
+
+    The kernel sends the signal when the *thread* that forked the child exits, so by
+    default this is only used from the main thread; ``any_thread=True`` is for
+    callers whose spawning thread outlives the child by construction (the node
+    agent's pod workers). ``HEAN_NO_PDEATHSIG=1`` disables it."""
+    import threading
+
+    if os.environ.get("HEAN_NO_PDEATHSIG"):
+        return []
+    if not any_thread and threading.current_thread() is not threading.main_thread():
+        return []
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
+
+
 class _Component:
     def __init__(self, name: str, argv: list[str], log_path: Path) -> None:
         self.name = name
@@ -219,7 +236,7 @@ class _Component:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                self.argv,
+                pdeathsig_prefix() + self.argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -393,6 +410,9 @@ class ControlPlane:
                 # The only address is loopback, which Endpoints validation rejects:
                 # do not try to publish endpoints for the `kubernetes` Service.
                 "--endpoint-reconciler-type=none",
+                # The node agent serves /containerLogs (kubectl logs) on 127.0.0.1; its
+                # Node's Hostname address does not resolve.
+                "--kubelet-preferred-address-types=InternalIP",
                 "--profiling=false",
                 "--v=1",
                 *self.extra_apiserver_args,
@@ -562,6 +582,7 @@ __all__ = [
     "free_port",
     "kubeconfig_dict",
     "log_tail",
+    "pdeathsig_prefix",
     "processes_referencing",
     "run_tool",
     "terminate_group",

@@ -47,6 +47,8 @@ import math
 import os
 import platform
 import queue
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import re
 import shutil
 import signal
@@ -64,7 +66,8 @@ from typing import Any, Callable, Iterator, Mapping
 
 import yaml
 
-from .controlplane import kubeconfig_dict, write_kubeconfig
+from .controlplane import kubeconfig_dict, pdeathsig_prefix, write_kubeconfig
+from .pki import self_signed_cert
 
 LOG = logging.getLogger("hean.testing.nodeagent")
 
@@ -529,7 +532,6 @@ class _PodWorker(threading.Thread):
         self._gone = False
         self._cond_times: dict[str, tuple[str, str]] = {}
         self._last_status: dict[str, Any] | None = None
-        self._config_retry_at: float | None = None
         self._finished = threading.Event()
         phase = (pod.get("status") or {}).get("phase")
         if phase in ("Succeeded", "Failed"):
@@ -676,9 +678,21 @@ class _PodWorker(threading.Thread):
             env_full = dict(self.agent._base_env)
             env_full["HOSTNAME"] = (self.pod.get("spec") or {}).get("hostname") or self.pod_name
             env_full.update(env)
+            exe = argv[0]
+            if "/" in exe:
+                found = os.path.join(cwd, exe) if not os.path.isabs(exe) else exe
+                found = found if os.access(found, os.X_OK) and os.path.isfile(found) else None
+            else:
+                found = shutil.which(exe, path=env_full.get("PATH", ""))
+            if found is None:
+                raise _StartError(
+                    "StartError",
+                    f'exec: "{exe}": executable file not found in $PATH (the local node agent '
+                    "runs commands on this machine; images are ignored)",
+                )
             with open(self.log_path(c.name), "ab") as log:
                 proc = subprocess.Popen(
-                    argv,
+                    pdeathsig_prefix(any_thread=True) + argv,
                     env=env_full,
                     cwd=cwd,
                     stdin=subprocess.DEVNULL,
@@ -1391,6 +1405,132 @@ class _PodWorker(threading.Thread):
         self.agent._forget(self)
 
 
+
+# ----------------------------------------------------------------------------------
+# a sliver of the kubelet API: /containerLogs (so `kubectl logs` works)
+# ----------------------------------------------------------------------------------
+class _KubeletServer:
+    """HTTPS on 127.0.0.1:<free port>, advertised as the Node's kubelet endpoint.
+
+    Serves ``/containerLogs/<ns>/<pod>/<container>`` (``tailLines``, ``limitBytes``,
+    ``follow``) from the agent's log files and ``/healthz``. exec, attach and
+    port-forward answer 501. Like any kubelet reached without
+    ``--kubelet-certificate-authority``, the apiserver does not verify its
+    self-signed certificate; it does not authenticate callers either (it listens on
+    loopback only and serves files the current user can read anyway)."""
+
+    def __init__(self, agent: "NodeAgent") -> None:
+        self.agent = agent
+        cert, key = self_signed_cert(agent.node_name, dns_names=[agent.node_name, "localhost"],
+                                     ip_addresses=["127.0.0.1"])
+        d = agent.workdir / "kubelet"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "kubelet.crt").write_bytes(cert)
+        kp = d / "kubelet.key"
+        kp.write_bytes(key)
+        os.chmod(kp, 0o600)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(str(d / "kubelet.crt"), str(kp))
+        handler = self._handler()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
+        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+        self.port: int = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.5},
+                                       name="nodeagent-kubelet-api", daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        try:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+        except Exception:  # pragma: no cover
+            pass
+
+    def _handler(self):
+        agent = self.agent
+
+        class Handler(BaseHTTPRequestHandler):
+            server_version = "hean-local-node-agent"
+
+            def log_message(self, fmt: str, *args: Any) -> None:
+                LOG.debug("kubelet api: " + fmt, *args)
+
+            def _text(self, code: int, text: str) -> None:
+                data = text.encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "text/plain; charset=utf-8")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:  # noqa: N802
+                url = urllib.parse.urlsplit(self.path)
+                q = urllib.parse.parse_qs(url.query)
+                parts = [urllib.parse.unquote(p) for p in url.path.strip("/").split("/")]
+                if parts == ["healthz"]:
+                    return self._text(200, "ok")
+                if parts[0] != "containerLogs" or len(parts) != 4:
+                    return self._text(
+                        501, f"{url.path}: not supported by the hean local node agent "
+                        "(only container logs are served; no exec/attach/port-forward)")
+                _, ns, pod, container = parts
+                try:
+                    path = agent.log_path(ns, pod, container)
+                except FileNotFoundError as e:
+                    return self._text(404, str(e))
+                if not path.exists():
+                    return self._text(404, f"no log for container {container!r} of pod {ns}/{pod} yet")
+                tail = int(q.get("tailLines", ["-1"])[0] or -1)
+                limit = int(q.get("limitBytes", ["0"])[0] or 0)
+                follow = q.get("follow", ["false"])[0] == "true"
+                data = path.read_bytes()
+                if tail >= 0:
+                    lines = data.splitlines(keepends=True)
+                    data = b"".join(lines[-tail:]) if tail else b""
+                if limit > 0:
+                    data = data[:limit]
+                if not follow:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/plain")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                sent = len(data)
+                offset = path.stat().st_size
+                # like a kubelet: follow the current run of the container to its end
+                pid = agent.container_pid(ns, pod, container)
+                try:
+                    self.wfile.write(data)
+                    self.wfile.flush()
+                    while not agent._stopping.is_set():
+                        if limit > 0 and sent >= limit:
+                            return
+                        with open(path, "rb") as f:
+                            f.seek(offset)
+                            chunk = f.read(65536)
+                        if chunk:
+                            if limit > 0:
+                                chunk = chunk[: limit - sent]
+                            offset += len(chunk)
+                            sent += len(chunk)
+                            self.wfile.write(chunk)
+                            self.wfile.flush()
+                            continue
+                        if pid is None or agent.container_pid(ns, pod, container) != pid:
+                            return
+                        time.sleep(0.2)
+                except (BrokenPipeError, ConnectionResetError, ssl.SSLError, OSError):
+                    return
+
+        return Handler
+
+
 # ----------------------------------------------------------------------------------
 # the agent
 # ----------------------------------------------------------------------------------
@@ -1449,6 +1589,7 @@ class NodeAgent:
         self._started = False
         self._owns_workdir = False
         self._log_handler: logging.Handler | None = None
+        self._kubelet: _KubeletServer | None = None
         self.server: str = ""
         self.ca_pem: bytes | None = None
         self._capacity: dict[str, str] = {}
@@ -1483,6 +1624,7 @@ class NodeAgent:
         self._started = True
         atexit.register(self.stop)
         try:
+            self._kubelet = _KubeletServer(self)
             self._register_node()
             self._renew_lease()
             rv = self._relist()
@@ -1545,6 +1687,9 @@ class NodeAgent:
         for t in self._threads:
             t.join(timeout=5)
         self._threads.clear()
+        if self._kubelet is not None:
+            self._kubelet.close()
+            self._kubelet = None
         if self._api is not None:
             self._api.close()
         if self._log_handler is not None:
@@ -1673,7 +1818,7 @@ class NodeAgent:
                 {"type": "InternalIP", "address": "127.0.0.1"},
                 {"type": "Hostname", "address": self.node_name},
             ],
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": self._kubelet.port if self._kubelet else 0}},
             "nodeInfo": {
                 "machineID": "", "systemUUID": "", "bootID": "",
                 "kernelVersion": platform.release(),
@@ -1767,10 +1912,14 @@ class NodeAgent:
 
     # -- internals: events ---------------------------------------------------------------
     def _event(self, w: _PodWorker, etype: str, reason: str, message: str, container: str | None) -> None:
+        self._emit(w.namespace, w.pod_name, w.uid, etype, reason, message, container)
+
+    def _emit(self, namespace: str, pod: str, uid: str, etype: str, reason: str, message: str,
+              container: str | None) -> None:
         if self._stopping.is_set():
             return
         try:
-            self._events.put_nowait((w.namespace, w.pod_name, w.uid, etype, reason, message, container))
+            self._events.put_nowait((namespace, pod, uid, etype, reason, message, container))
         except queue.Full:  # pragma: no cover
             pass
 
@@ -1842,6 +1991,9 @@ class NodeAgent:
                 timeout=10,
             )
             LOG.info("bound %s to %s", _pod_key(pod), self.node_name)
+            self._emit(m["namespace"], m["name"], m["uid"], "Normal", "Scheduled",
+                       f"Successfully assigned {m['namespace']}/{m['name']} to {self.node_name} "
+                       "(hean local node agent)", None)
         except ApiError as e:
             if e.status not in (404, 409):
                 LOG.warning("binding %s failed: %s", _pod_key(pod), e)

@@ -191,9 +191,42 @@ class PKI:
         return KeyPair(cert_pem, key_pem, cp, kp)
 
 
+def self_signed_cert(
+    common_name: str,
+    *,
+    dns_names: Sequence[str] = (),
+    ip_addresses: Sequence[str] = (),
+    days: int = 365,
+) -> tuple[bytes, bytes]:
+    """A self-signed serving certificate (PEM cert, PEM key)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = _dt.datetime.now(_dt.timezone.utc)
+    name = _name(common_name)
+    b = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _dt.timedelta(hours=1))
+        .not_valid_after(now + _dt.timedelta(days=days))
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+        )
+    )
+    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
+    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses]
+    if sans:
+        b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    cert = b.sign(key, hashes.SHA256())
+    return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
+
+
 def generate_pki(directory: str | Path) -> PKI:
     """Create a fresh :class:`PKI` in ``directory``."""
     return PKI(directory)
 
 
-__all__ = ["KeyPair", "PKI", "SERVING_DNS_NAMES", "SERVING_IPS", "generate_pki"]
+__all__ = [
+    "KeyPair", "PKI", "SERVING_DNS_NAMES", "SERVING_IPS", "generate_pki", "self_signed_cert",
+]
