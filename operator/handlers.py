@@ -27,6 +27,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from hean import api
 from hean.kube import load_config, patch_status, post_event
 
+from . import metrics
 from . import reconcile as rc
 
 log = logging.getLogger("hean.operator")
@@ -46,6 +47,11 @@ def config_from_env() -> rc.OperatorConfig:
         worker_resources=json.loads(resources) if resources else d.worker_resources,
         image_pull_policy=os.environ.get("HEAN_WORKER_IMAGE_PULL_POLICY", d.image_pull_policy),
         worker_log_level=os.environ.get("HEAN_WORKER_LOG_LEVEL", d.worker_log_level),
+        bybit_urls={m: os.environ[f"HEAN_BYBIT_{m.upper()}_URL"] for m in ("paper", "testnet", "demo", "live")
+                    if os.environ.get(f"HEAN_BYBIT_{m.upper()}_URL")},
+        worker_state_root=os.environ.get("HEAN_WORKER_STATE_ROOT", d.worker_state_root),
+        worker_bybit_env={k[len("HEAN_WORKER_BYBIT_"):]: v for k, v in os.environ.items()
+                          if k.startswith("HEAN_WORKER_BYBIT_")},
     )
 
 
@@ -113,6 +119,7 @@ def _event_type(c: dict) -> str:
     return "Normal" if c["status"] == "True" or c["reason"] in ("Paused", "WorkerPending") else "Warning"
 
 
+@metrics.timed("TradingStrategy")
 async def reconcile_strategy(state: OperatorState, key: tuple[str, str]) -> None:
     """Bring one TradingStrategy's children and status to the desired state."""
     async with state.locks[key]:
@@ -123,8 +130,8 @@ async def reconcile_strategy(state: OperatorState, key: tuple[str, str]) -> None
         ns, name = key
         spec = strategy.get("spec") or {}
         now = _now()
-        admission = rc.admit(spec, state.cfg)
         policy = state.policies.get((ns, (spec.get("riskPolicyRef") or {}).get("name", "")))
+        admission = rc.admit(spec, state.cfg, policy is not None)
         pod = state.pods.get(key)
         try:
             if admission.ok:
@@ -158,6 +165,7 @@ async def reconcile_strategy(state: OperatorState, key: tuple[str, str]) -> None
                 state.schedule(key, action.after_seconds)
         except ApiException as e:
             state.errors += 1
+            metrics.record_error("TradingStrategy")
             log.warning("reconcile %s/%s: API error %s %s", ns, name, e.status, e.reason)
             state.schedule(key, 2.0)
         desired = rc.strategy_status(strategy, admission, policy, pod, state.failures[key], now)
@@ -170,6 +178,7 @@ async def reconcile_strategy(state: OperatorState, key: tuple[str, str]) -> None
                     state.strategies[key] = updated
             except ApiException as e:
                 state.errors += 1
+                metrics.record_error("TradingStrategy")
                 log.warning("status patch %s/%s failed: %s %s", ns, name, e.status, e.reason)
                 return
             old_by = {c.get("type"): c for c in current.get("conditions") or []}
@@ -182,6 +191,7 @@ async def reconcile_strategy(state: OperatorState, key: tuple[str, str]) -> None
                                  _event_type(c), "hean-operator")
 
 
+@metrics.timed("RiskPolicy")
 async def reconcile_policies_and_quarantines(state: OperatorState) -> None:
     """Keep RiskPolicy and SymbolQuarantine statuses current; Event on quarantine
     activation and expiry."""
@@ -193,6 +203,7 @@ async def reconcile_policies_and_quarantines(state: OperatorState) -> None:
             try:
                 state.policies[key] = await patch_status(state.api_client, api.POLICY_PLURAL, key[0], key[1], desired)
             except ApiException as e:
+                metrics.record_error("RiskPolicy")
                 log.warning("RiskPolicy %s/%s status: %s", key[0], key[1], e.status)
     for key, q in list(state.quarantines.items()):
         desired = rc.quarantine_status(q, strategies, now)
@@ -212,6 +223,7 @@ async def reconcile_policies_and_quarantines(state: OperatorState) -> None:
             try:
                 state.quarantines[key] = await patch_status(state.api_client, api.QUARANTINE_PLURAL, key[0], key[1], desired)
             except ApiException as e:
+                metrics.record_error("RiskPolicy")
                 log.warning("SymbolQuarantine %s/%s status: %s", key[0], key[1], e.status)
 
 
@@ -227,7 +239,22 @@ async def resync_forever(state: OperatorState) -> None:
             raise
         except Exception:  # noqa: BLE001 - never let the loop die
             state.errors += 1
+            metrics.record_error("Resync")
             log.exception("resync failed")
+
+
+async def record_mode_change(state: OperatorState, old: dict | None, new: dict) -> None:
+    """Post an Event when ``spec.mode`` changes (e.g. testnet -> live), naming the
+    managed-fields manager that changed it (issue 5's audit of going live)."""
+    ev = rc.mode_change_event(old, new)
+    if ev is None:
+        return
+    reason, message, type_ = ev
+    log.warning("%s/%s: %s", new["metadata"].get("namespace"), new["metadata"]["name"], message)
+    try:
+        await post_event(state.api_client, new, reason, message, type_, "hean-operator")
+    except ApiException as e:
+        log.warning("ModeChanged event not posted: %s", e.status)
 
 
 # ---- kopf registration -----------------------------------------------------------------
@@ -240,6 +267,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None
     settings.networking.request_timeout = 30
     memo.state = OperatorState(config_from_env(), await load_config())
     memo.resync = asyncio.get_running_loop().create_task(resync_forever(memo.state))
+    metrics.attach(memo.state)
+    memo.metrics_server = metrics.serve()
     log.info("hean operator started: %s", memo.state.cfg)
 
 
@@ -265,6 +294,7 @@ async def on_strategy(event: dict, memo: kopf.Memo, **_) -> None:
         memo.state.strategies.pop(key, None)
         memo.state.failures.pop(key, None)
         return
+    await record_mode_change(memo.state, memo.state.strategies.get(key), obj)
     memo.state.strategies[key] = obj
     memo.state.schedule(key)
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from hean import api
+from hean.quarantine import parse_time, quarantine_active, quarantine_expiry, selector_matches
 
 HEARTBEAT_TIMEOUT_SECONDS = 30
 POD_BACKOFF_BASE_SECONDS = 2.0
@@ -45,16 +46,19 @@ class OperatorConfig:
         "requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}})
     image_pull_policy: str = "IfNotPresent"
     worker_log_level: str = "INFO"
+    # Bybit-v5-compatible base URL per mode (e.g. a test exchange for "testnet"), from
+    # HEAN_BYBIT_<MODE>_URL; absent = Bybit's own hosts (docs/bybit.md).
+    bybit_urls: dict = field(default_factory=dict)
+    # Parent of each exchange-mode worker's state directory (orderLinkId sequence,
+    # shared rate budget): an emptyDir mounted at <root>/<namespace>/<name>.
+    worker_state_root: str = "/var/lib/hean/state"
+    # Worker Bybit settings passed through from operator env HEAN_WORKER_BYBIT_<X>
+    # (e.g. DCP_SECONDS, RECONCILE_SECONDS) as HEAN_BYBIT_<X> to live-data workers.
+    worker_bybit_env: dict = field(default_factory=dict)
 
 
 def _fmt(t: datetime) -> str:
     return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
 
 
 def camel(code: str) -> str:
@@ -100,26 +104,87 @@ class Admission:
     message: str = ""
 
 
-def admit(spec: dict, cfg: OperatorConfig) -> Admission:
-    """Gate the worker on what the operator may run.
+EXCHANGE_MODES = ("testnet", "demo", "live")
 
-    ``live`` needs the operator installed with live trading enabled (helm value
-    ``liveTrading.enabled``); the CRD's CEL rules already demand the confirmation
-    phrase and a credentials Secret. ``testnet``/``live`` execution and live market
-    data are not implemented yet, so they are refused with a reason rather than run
-    on paper silently.
+
+def admit(spec: dict, cfg: OperatorConfig, policy_exists: bool = True) -> Admission:
+    """Gate the worker on what the operator may run (the live-trading gates).
+
+    1. ``live`` needs the operator installed with live trading enabled (helm value
+       ``liveTrading.enabled``, env ``HEAN_LIVE_TRADING_ENABLED``);
+    2. the confirmation phrase is enforced by the CRD's CEL rule;
+    3. ``testnet``/``demo``/``live`` need ``credentialsSecretRef`` (also CEL), and
+       ``live`` needs its RiskPolicy to exist before a worker is created.
+    Exchange modes trade on live market data only (``spec.marketData.source:
+    live``): a replay would send real orders on old prices.
     """
     mode = spec.get("mode", "paper")
     if mode == "live" and not cfg.live_trading_enabled:
         return Admission(False, "LiveTradingDisabled",
                          "spec.mode is 'live' but the operator was installed with liveTrading.enabled=false")
-    if mode in ("testnet", "live"):
-        return Admission(False, "ModeNotImplemented",
-                         f"spec.mode {mode!r} is not implemented yet; allowed today: 'paper'")
-    if (spec.get("marketData") or {}).get("source", "replay") != "replay":
-        return Admission(False, "LiveMarketDataNotImplemented",
-                         "spec.marketData.source 'live' is not implemented yet; allowed today: 'replay'")
+    if mode in EXCHANGE_MODES and not (spec.get("credentialsSecretRef") or {}).get("name"):
+        return Admission(False, "CredentialsRequired",
+                         f"spec.credentialsSecretRef.name is required when spec.mode is {mode!r}")
+    if mode == "live" and not policy_exists:
+        return Admission(False, "RiskPolicyRequired",
+                         f"spec.mode is 'live': RiskPolicy {(spec.get('riskPolicyRef') or {}).get('name')!r} "
+                         "must exist before a live worker is created")
+    if mode in EXCHANGE_MODES and (spec.get("marketData") or {}).get("source", "replay") != "live":
+        return Admission(False, "LiveMarketDataRequired",
+                         f"spec.mode {mode!r} sends real orders and needs spec.marketData.source 'live'")
     return Admission(True)
+
+
+def bybit_env(spec: dict, cfg: OperatorConfig) -> list[dict]:
+    """Worker env for Bybit: the endpoint overrides of the strategy's mode (if the
+    operator has one) and, for exchange modes, the API key and secret as
+    ``secretKeyRef`` references (the values never pass through the operator)."""
+    mode = spec.get("mode", "paper")
+    env: list[dict] = []
+    if mode in EXCHANGE_MODES or (spec.get("marketData") or {}).get("source") == "live":
+        env += [{"name": f"HEAN_BYBIT_{k}", "value": str(v)} for k, v in sorted(cfg.worker_bybit_env.items())
+                if k not in ("API_KEY", "API_SECRET", "STATE_DIR", "REST_URL", "WS_PUBLIC_URL", "WS_PRIVATE_URL")]
+    base = cfg.bybit_urls.get(mode)
+    if base:
+        ws = "ws" + base[len("http"):] if base.startswith("http") else base
+        ws = ws.rstrip("/")
+        env += [{"name": "HEAN_BYBIT_REST_URL", "value": base.rstrip("/")},
+                {"name": "HEAN_BYBIT_WS_PUBLIC_URL", "value": ws + "/v5/public/{CHANNEL_TYPE}"},
+                {"name": "HEAN_BYBIT_WS_PRIVATE_URL", "value": ws + "/v5/private"}]
+    ref = spec.get("credentialsSecretRef") or {}
+    if mode in EXCHANGE_MODES and ref.get("name"):
+        env += [{"name": "BYBIT_API_KEY", "valueFrom": {"secretKeyRef": {
+                    "name": ref["name"], "key": ref.get("apiKeyKey") or "apiKey"}}},
+                {"name": "BYBIT_API_SECRET", "valueFrom": {"secretKeyRef": {
+                    "name": ref["name"], "key": ref.get("apiSecretKey") or "apiSecret"}}}]
+    return env
+
+
+def mode_change_manager(obj: dict) -> str:
+    """Who last wrote ``spec.mode``: the managedFields manager owning ``f:spec`` /
+    ``f:mode`` with the latest time (``unknown`` if none says so)."""
+    best, best_time = "unknown", ""
+    for mf in (obj.get("metadata") or {}).get("managedFields") or []:
+        fields = ((mf.get("fieldsV1") or {}).get("f:spec") or {})
+        if "f:mode" in fields and (mf.get("time") or "") >= best_time:
+            best, best_time = mf.get("manager") or "unknown", mf.get("time") or ""
+    return best
+
+
+def mode_change_event(old: dict | None, new: dict) -> tuple[str, str, str] | None:
+    """``(reason, message, type)`` of the Event recording a change of ``spec.mode``
+    (e.g. testnet -> live) with the manager who made it; None if the mode did not
+    change."""
+    if old is None:
+        return None
+    a, b = (old.get("spec") or {}).get("mode", "paper"), (new.get("spec") or {}).get("mode", "paper")
+    if a == b:
+        return None
+    who = mode_change_manager(new)
+    gen = (new.get("metadata") or {}).get("generation")
+    warn = b == "live" or a == "live"
+    return ("ModeChanged", f"spec.mode changed from {a!r} to {b!r} by {who!r} (generation {gen})",
+            "Warning" if warn else "Normal")
 
 
 # ---- desired children ----------------------------------------------------------------
@@ -184,6 +249,15 @@ def desired_pod(strategy: dict, cfg: OperatorConfig) -> dict:
         {"name": "HEAN_LOG_LEVEL", "value": cfg.worker_log_level},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]
+    spec = strategy.get("spec") or {}
+    env += bybit_env(spec, cfg)
+    mounts = [{"name": "marketdata", "mountPath": cfg.marketdata_mount_path, "readOnly": True}]
+    volumes = [{"name": "marketdata", "hostPath": {"path": cfg.marketdata_host_path, "type": "Directory"}}]
+    if spec.get("mode", "paper") in EXCHANGE_MODES:
+        state = f"{cfg.worker_state_root.rstrip('/')}/{meta['namespace']}/{name}"
+        env.append({"name": "HEAN_BYBIT_STATE_DIR", "value": state})
+        mounts.append({"name": "state", "mountPath": state})
+        volumes.append({"name": "state", "emptyDir": {"sizeLimit": "64Mi"}})
     return {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {
@@ -213,9 +287,9 @@ def desired_pod(strategy: dict, cfg: OperatorConfig) -> dict:
                 "resources": cfg.worker_resources,
                 "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                                     "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}},
-                "volumeMounts": [{"name": "marketdata", "mountPath": cfg.marketdata_mount_path, "readOnly": True}],
+                "volumeMounts": mounts,
             }],
-            "volumes": [{"name": "marketdata", "hostPath": {"path": cfg.marketdata_host_path, "type": "Directory"}}],
+            "volumes": volumes,
         },
     }
 
@@ -340,7 +414,7 @@ def strategy_status(strategy: dict, admission: Admission, policy: dict | None, p
                   "Succeeded": "WorkerFailed"}[pstate]
         ready = condition(api.COND_READY, False, reason, pmsg, gen)
 
-    heartbeat = _parse(st.get("lastHeartbeat"))
+    heartbeat = parse_time(st.get("lastHeartbeat"))
     fresh = heartbeat is not None and (now - heartbeat).total_seconds() <= HEARTBEAT_TIMEOUT_SECONDS
     reasons = st.get("notTradingReasons") or []
     if ready["status"] != "True":
@@ -356,7 +430,7 @@ def strategy_status(strategy: dict, admission: Admission, policy: dict | None, p
     else:
         top = reasons[0]["reason"] if reasons else "Unknown"
         trading = condition(api.COND_TRADING, False, camel(top),
-                            "not trading: " + ", ".join(f"{r['reason']} x{r['count']}" for r in reasons[:5]), gen)
+                            "not trading: " + ", ".join(r["reason"] for r in reasons[:5]), gen)
 
     risk = st.get("riskState")
     if risk is None:
@@ -422,36 +496,6 @@ def policy_status(policy: dict, strategies: list[dict], now: datetime) -> dict:
             "conditions": merge_conditions(old, [ready], now)}
 
 
-def quarantine_expiry(q: dict) -> datetime | None:
-    """``spec.expiresAt``, or ``metadata.creationTimestamp + spec.ttlSeconds``."""
-    spec = q.get("spec") or {}
-    if spec.get("expiresAt"):
-        return _parse(spec["expiresAt"])
-    created = _parse(q["metadata"].get("creationTimestamp"))
-    if created is not None and spec.get("ttlSeconds"):
-        return created + timedelta(seconds=int(spec["ttlSeconds"]))
-    return None
-
-
-def _selector_matches(sel: dict | None, labels: dict) -> bool:
-    if not sel:
-        return True
-    for k, v in (sel.get("matchLabels") or {}).items():
-        if labels.get(k) != v:
-            return False
-    for req in sel.get("matchExpressions") or []:
-        key, op, vals = req.get("key"), req.get("operator"), req.get("values") or []
-        if op == "In" and labels.get(key) not in vals:
-            return False
-        if op == "NotIn" and key in labels and labels[key] in vals:
-            return False
-        if op == "Exists" and key not in labels:
-            return False
-        if op == "DoesNotExist" and key in labels:
-            return False
-    return True
-
-
 def quarantine_status(q: dict, strategies: list[dict], now: datetime) -> dict:
     """SymbolQuarantine status: ``active`` (now before expiry), computed
     ``expiresAt``, how many strategies in its namespace trade the symbol and match
@@ -459,10 +503,10 @@ def quarantine_status(q: dict, strategies: list[dict], now: datetime) -> dict:
     meta = q["metadata"]
     spec = q.get("spec") or {}
     expiry = quarantine_expiry(q)
-    active = expiry is not None and now < expiry
+    active = quarantine_active(q, now)
     affected = [s for s in strategies if s["metadata"].get("namespace") == meta.get("namespace")
                 and spec.get("symbol") in ((s.get("spec") or {}).get("symbols") or [])
-                and _selector_matches(spec.get("strategySelector"), s["metadata"].get("labels") or {})]
+                and selector_matches(spec.get("strategySelector"), s["metadata"].get("labels") or {})]
     gen = meta.get("generation")
     if active:
         cond = condition("Active", True, "Active", f"new entries on {spec.get('symbol')} are blocked until {_fmt(expiry)}", gen)

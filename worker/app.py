@@ -9,8 +9,11 @@ candles of its symbols through :class:`hean.worker.engine.Engine`, serves
 at most once per ``HEAN_STATUS_INTERVAL`` seconds, and posts an Event on every
 risk-state change.
 
-Configuration comes from the environment (see :class:`WorkerSettings`); API keys are
-never read here (paper mode needs none) and never logged.
+Configuration comes from the environment (see :class:`WorkerSettings`). With
+``spec.marketData.source: live`` the candles come from Bybit's public WebSocket
+instead of files, and with ``spec.mode`` ``testnet``/``demo``/``live`` orders go to
+Bybit through :mod:`hean.worker.bybit` (API keys only from the environment variables
+the operator fills from the strategy's Secret; never logged). See docs/bybit.md.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from .engine import R_NO_DATA, Engine
 
 log = logging.getLogger("hean.worker")
 
+HEARTBEAT_SECONDS = 10.0  # an unchanged status is still re-written this often (liveness)
 STRUCTURAL_FIELDS = ("strategy", "symbols", "category", "mode", "capital", "maxLeverage", "marketData")
 
 
@@ -64,6 +68,16 @@ class WorkerSettings(BaseSettings):
     bind_address: str = "0.0.0.0"
     status_interval: float = 1.0
     log_level: str = "INFO"
+    # Bybit (docs/bybit.md). Keys are NOT settings: they are read from BYBIT_API_KEY /
+    # BYBIT_API_SECRET by hean.worker.bybit.runtime and never stored here.
+    bybit_state_dir: Path = Path("/var/lib/hean/state")
+    bybit_reconcile_seconds: float = 30.0
+    bybit_stale_seconds: float = 10.0
+    bybit_orderbook_depth: int = 50
+    bybit_record_dir: Path | None = None
+    bybit_timeout: float = 5.0
+    bybit_order_rate: int = 10
+    bybit_dcp_seconds: int = 0  # exchange-side dead-man switch window, 10..300; 0 = off
 
 
 def structural(spec: dict) -> dict:
@@ -94,12 +108,18 @@ class Worker:
         self.status_errors = 0
         self.last_heartbeat: str | None = None
         self.last_status_write = 0.0  # unix seconds of the last successful status patch
+        self.quarantined_symbols: set[str] = set()
+        self.quarantine_changed_at: float | None = None  # unix seconds, for latency measurements
         self.started = time.time()
         self.strategies = None
         self.policies = None
         self.quarantines = None
         self._policy_name: str | None = None
         self._engine_ready = asyncio.Event()
+        self.exchange = None   # hean.worker.bybit.runtime.ExchangeRuntime (testnet/demo/live)
+        self.live_data = None  # hean.worker.bybit.runtime.LiveData (marketData.source live)
+        self.instruments_doc: dict | None = None
+        self.funding: dict[str, list] = {}
 
     # ---- watch callbacks --------------------------------------------------------
     def _apply_strategy(self, obj: dict) -> None:
@@ -160,6 +180,9 @@ class Worker:
             for q in self.quarantines.cache.values()
             if quarantine_applies(q, sym, self.engine.labels, now)
         }
+        if blocked != self.quarantined_symbols:
+            self.quarantined_symbols = blocked
+            self.quarantine_changed_at = time.time()
         self.engine.set_quarantined(blocked)
         self._drain_risk_events()
 
@@ -208,8 +231,16 @@ class Worker:
             obj = self.strategies.cache.get(self.settings.strategy_name) if self.strategies else None
             if obj is not None and self.spec_error is None:
                 spec = StrategySpec.model_validate(obj.get("spec") or {})
-                if spec.marketData.source == "live":
-                    self.data_error = "spec.marketData.source 'live' is not implemented yet (replay only)"
+                if spec.mode != "paper" and spec.marketData.source != "live":
+                    self.data_error = (f"spec.mode {spec.mode!r} trades on the exchange and needs "
+                                       "spec.marketData.source 'live' (replayed candles would trade on old prices)")
+                elif spec.marketData.source == "live":
+                    try:
+                        engine = await self._build_live_engine(obj, spec)
+                        self.data_error = None
+                        return engine, None
+                    except Exception as e:  # noqa: BLE001 - reported, retried
+                        self.data_error = f"live market data: {type(e).__name__}: {e}"
                 else:
                     try:
                         instruments, series = await asyncio.to_thread(self._load, spec)
@@ -223,11 +254,87 @@ class Worker:
                 log.error("cannot start trading: %s", self.data_error)
             await asyncio.sleep(2)
 
+    async def _build_live_engine(self, obj: dict, spec: StrategySpec) -> Engine:
+        from .bybit import endpoints_for
+        from .bybit.runtime import fetch_instruments_doc
+
+        ep = endpoints_for(spec.mode)
+        instruments, self.instruments_doc = await asyncio.to_thread(
+            fetch_instruments_doc, ep.rest, spec.category, spec.symbols)
+        engine = Engine(self.settings.strategy_name, spec, None, instruments, (obj.get("metadata") or {}).get("labels"))
+        self.started_structure = structural(obj.get("spec") or {})
+        return engine
+
+    async def run_live(self, engine: Engine) -> None:
+        """Live public data (and, for testnet/demo/live, exchange execution)."""
+        from .bybit import endpoints_for
+        from .bybit.runtime import Blocks, ExchangeRuntime, LiveData
+
+        s = self.settings
+        ep = endpoints_for(engine.spec.mode)
+        blocks = Blocks()
+        blocks.engine = engine
+        tasks = []
+        try:
+            if engine.spec.mode != "paper":
+                try:
+                    self.exchange = ExchangeRuntime(engine, s.namespace, s.strategy_name, ep, s.bybit_state_dir, blocks,
+                                                    s.bybit_reconcile_seconds, s.bybit_timeout, s.bybit_order_rate,
+                                                    dcp_seconds=s.bybit_dcp_seconds)
+                except (ValueError, OSError) as e:
+                    self.data_error = f"exchange execution cannot start: {e}"
+                    engine.blocked_reason = "EXCHANGE_NOT_CONFIGURED"
+                    self.ready = False  # /readyz answers 503 with the reason; nothing trades
+                    log.error("%s", self.data_error)
+                    return
+                self.exchange.execution.on_repair = lambda msg: self._post(self.strategy_obj, "ReconcileRepaired",
+                                                                           msg, "Warning")
+                obs = getattr(self, "obs", None)  # set by hean.worker.http.build_app
+                if obs is not None:
+                    self.exchange.execution.obs = obs
+                    self.exchange.client.on_rate_limited = obs.count_rate_limited
+                    self.exchange.private.on_reconnect = obs.count_reconnect
+                tasks.append(asyncio.create_task(self.exchange.run()))
+            self.live_data = LiveData(engine, ep, engine.spec.marketData.replay.interval, s.bybit_orderbook_depth,
+                                      s.bybit_stale_seconds, blocks, s.bybit_record_dir, self.instruments_doc)
+            tasks.append(asyncio.create_task(self._load_funding(ep, engine)))
+
+            def on_bar(symbol, bar):
+                self.cursor_ms = bar.ts_ms
+                self.events_total += 1
+                if engine.risk_events:
+                    self._drain_risk_events()
+            self.live_data.on_bar = on_bar
+            if getattr(self, "obs", None) is not None:
+                self.live_data.feed.socket.on_reconnect = self.obs.count_reconnect
+            await self.live_data.run()
+        finally:
+            for t in tasks:
+                t.cancel()
+
+    async def _load_funding(self, ep, engine: Engine) -> None:
+        """Funding-rate history of the symbols over REST (shown in ``/bybit``; best effort)."""
+        from .bybit import BybitClient, BybitError
+
+        client = BybitClient(None, None, ep.rest)
+        for sym in engine.symbols:
+            try:
+                rows = await asyncio.to_thread(client.funding_history, engine.spec.category, sym, 20)
+                self.funding[sym] = [{"rate": r.get("fundingRate"), "ts": r.get("fundingRateTimestamp")} for r in rows]
+            except BybitError as e:
+                log.warning("funding history of %s unavailable: %s", sym, e.label)
+
     async def replay(self) -> None:
         """Build the engine, then feed it the merged candles of all symbols in time
-        order, paced by ``spec.marketData.replay.speed``."""
+        order, paced by ``spec.marketData.replay.speed`` (or run the live feed)."""
         engine, series = await self._build_engine()
         self.engine = engine
+        if series is None:
+            self._apply_strategy(self.strategy_obj)
+            self.ready = True
+            self._engine_ready.set()
+            await self.run_live(engine)
+            return
         for name, s in series.items():
             for reason, n in s.dropped.items():
                 engine.dropped[reason] += n
@@ -324,16 +431,24 @@ class Worker:
         return st
 
     async def status_loop(self) -> None:
-        """Patch the runtime status every ``status_interval`` seconds (one request per
-        interval at most; failures are counted and retried next interval)."""
+        """Coalesced status writes: at most one patch per ``status_interval`` seconds,
+        and only when a figure changed or the heartbeat is ``HEARTBEAT_SECONDS`` old
+        (an idle worker writes every 10 s, a busy one at most once per interval).
+        Failures are counted and retried next interval."""
+        last_sent: dict | None = None
         while True:
             status = self.runtime_status()
+            figures = {k: v for k, v in status.items() if k != "lastHeartbeat"}
+            if figures == last_sent and time.time() - self.last_status_write < HEARTBEAT_SECONDS:
+                await asyncio.sleep(self.settings.status_interval)
+                continue
             try:
                 await patch_status(self.api_client, api.STRATEGY_PLURAL, self.settings.namespace,
                                    self.settings.strategy_name, status)
                 self.status_patches += 1
                 self.last_heartbeat = status["lastHeartbeat"]
                 self.last_status_write = time.time()
+                last_sent = figures
             except Exception as e:  # noqa: BLE001 - keep trading; retry next interval
                 self.status_errors += 1
                 log.warning("status patch failed: %r", e)
@@ -344,6 +459,28 @@ class Worker:
         while True:
             await asyncio.sleep(0.25)
             self._apply_quarantines()
+
+    # ---- Bybit endpoints ----------------------------------------------------------
+    async def bybit_snapshot(self) -> dict:
+        """``/bybit``: exchange execution and live-data health (never any key)."""
+        out: dict = {"mode": self.engine.spec.mode if self.engine else None}
+        if self.exchange is not None:
+            out["exchange"] = self.exchange.snapshot()
+        if self.live_data is not None:
+            out["marketData"] = self.live_data.feed.snapshot()
+            out["funding"] = self.funding
+        if self.engine is not None:
+            out["blockedReason"] = self.engine.blocked_reason
+        return out
+
+    async def bybit_metrics(self):
+        """``/metrics/bybit``: Prometheus text of the Bybit counters."""
+        from fastapi import Response
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        from .bybit.metrics import render
+
+        return Response(render(self), media_type=CONTENT_TYPE_LATEST)
 
     # ---- main -------------------------------------------------------------------
     async def run(self) -> None:
@@ -359,7 +496,10 @@ class Worker:
                                    field_selector=f"metadata.name={self.settings.strategy_name}")
         self.policies = Informer(self.api_client, api.POLICY_PLURAL, ns, self._on_policy)
         self.quarantines = Informer(self.api_client, api.QUARANTINE_PLURAL, ns, self._on_quarantine)
-        server = uvicorn.Server(uvicorn.Config(build_app(self), host=self.settings.bind_address,
+        app = build_app(self)
+        app.add_api_route("/bybit", self.bybit_snapshot, methods=["GET"])
+        app.add_api_route("/metrics/bybit", self.bybit_metrics, methods=["GET"])
+        server = uvicorn.Server(uvicorn.Config(app, host=self.settings.bind_address,
                                                port=self.settings.http_port, log_level="warning",
                                                access_log=False))
         server.install_signal_handlers = lambda: None  # we handle signals below
@@ -391,6 +531,9 @@ class Worker:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.api_client.close()
+        # pybit's WebSocket threads are daemons that may outlive the loop: drop what
+        # could still reach native objects so they are freed before interpreter exit.
+        self.live_data = self.exchange = self.engine = None
 
 
 def main() -> None:
@@ -398,3 +541,6 @@ def main() -> None:
     settings = WorkerSettings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     asyncio.run(Worker(settings).run())
+    import gc
+
+    gc.collect()

@@ -9,13 +9,14 @@ the names (``...Usdt``, ``...Percent``, ``...Bps``, ``...Fraction``).
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from decimal import Decimal
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from hean import api
+from hean.quarantine import parse_time, quarantine_applies, quarantine_expiry  # noqa: F401  (re-exported)
 
 
 class _Model(BaseModel):
@@ -86,7 +87,7 @@ class StrategySpec(_Model):
     strategy: Literal["impulse"]
     symbols: list[str] = Field(min_length=1, max_length=10)
     category: Literal["linear", "spot"] = "linear"
-    mode: Literal["paper", "testnet", "live"] = "paper"
+    mode: Literal["paper", "testnet", "demo", "live"] = "paper"
     capital: Decimal = Field(gt=0, le=Decimal("1e9"))
     maxLeverage: Decimal = Field(Decimal(1), ge=1, le=100)
     riskPolicyRef: RiskPolicyRef
@@ -118,36 +119,6 @@ class RiskPolicySpec(_Model):
         return self
 
 
-class LabelSelectorRequirement(_Model):
-    key: str
-    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
-    values: list[str] = []
-
-
-class LabelSelector(_Model):
-    """metav1.LabelSelector (``matchLabels`` AND ``matchExpressions``)."""
-
-    matchLabels: dict[str, str] = {}
-    matchExpressions: list[LabelSelectorRequirement] = []
-
-    def matches(self, labels: dict[str, str]) -> bool:
-        """True if ``labels`` satisfy every term (an empty selector matches all)."""
-        for k, v in self.matchLabels.items():
-            if labels.get(k) != v:
-                return False
-        for req in self.matchExpressions:
-            has = req.key in labels
-            if req.operator == "In" and (not has or labels[req.key] not in req.values):
-                return False
-            if req.operator == "NotIn" and has and labels[req.key] in req.values:
-                return False
-            if req.operator == "Exists" and not has:
-                return False
-            if req.operator == "DoesNotExist" and has:
-                return False
-        return True
-
-
 class QuarantineSpec(_Model):
     """``SymbolQuarantine.spec``: exactly one of ``expiresAt`` or ``ttlSeconds``."""
 
@@ -155,51 +126,7 @@ class QuarantineSpec(_Model):
     reason: str = ""
     expiresAt: datetime | None = None
     ttlSeconds: int | None = Field(None, ge=1, le=31_536_000)
-    strategySelector: LabelSelector | None = None
-
-
-def parse_time(text: str | None) -> datetime | None:
-    """Parse an RFC 3339 timestamp as the API server writes it (``...Z``) to an aware
-    UTC datetime; None for None."""
-    if not text:
-        return None
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
-
-
-def quarantine_expiry(obj: dict) -> datetime | None:
-    """When a SymbolQuarantine object stops blocking: ``spec.expiresAt``, or
-    ``metadata.creationTimestamp + spec.ttlSeconds``. None if neither is known."""
-    spec = obj.get("spec") or {}
-    if spec.get("expiresAt"):
-        return parse_time(spec["expiresAt"])
-    created = parse_time((obj.get("metadata") or {}).get("creationTimestamp"))
-    if created is not None and spec.get("ttlSeconds"):
-        return created + timedelta(seconds=int(spec["ttlSeconds"]))
-    return None
-
-
-def quarantine_applies(obj: dict, symbol: str, strategy_labels: dict[str, str], now: datetime) -> bool:
-    """True if the SymbolQuarantine ``obj`` blocks new entries on ``symbol`` for a
-    strategy with ``strategy_labels`` at ``now`` (aware UTC).
-
-    A quarantine is active from creation until its expiry; one that is being deleted
-    or has no computable expiry does not apply. A malformed object does not apply
-    (and the operator marks it so).
-    """
-    if (obj.get("metadata") or {}).get("deletionTimestamp"):
-        return False
-    try:
-        spec = QuarantineSpec.model_validate(obj.get("spec") or {})
-    except ValidationError:
-        return False
-    if spec.symbol != symbol:
-        return False
-    expiry = quarantine_expiry(obj)
-    if expiry is None or now >= expiry:
-        return False
-    if spec.strategySelector is not None and not spec.strategySelector.matches(strategy_labels):
-        return False
-    return True
+    strategySelector: dict | None = None
 
 
 def describe_validation_error(prefix: str, err: ValidationError) -> str:
@@ -217,7 +144,6 @@ __all__ = [
     "StrategySpec",
     "RiskPolicySpec",
     "QuarantineSpec",
-    "LabelSelector",
     "quarantine_applies",
     "quarantine_expiry",
     "parse_time",

@@ -173,6 +173,13 @@ class Engine:
         self.dropped: Counter = Counter()
         self.risk_events: list[tuple[str, str, list[str]]] = []  # (old, new, reasons)
         self._last_ts: dict[str, int] = {}
+        # Exchange execution (testnet/demo/live, see hean.worker.bybit): when set,
+        # ``executor(order)`` sends each queued order to the exchange, fills come back
+        # through on_exchange_fill/on_order_closed, and candles never fill anything.
+        # ``link_ids()`` hands out persisted orderLinkIds. None = paper (unchanged).
+        self.executor = None
+        self.link_ids = None
+        self.blocked_reason: str | None = None  # e.g. EXCHANGE_NOT_RECONCILED, MARKET_DATA_STALE
 
     # ---- control changes -------------------------------------------------------
     def update_spec(self, spec: StrategySpec) -> None:
@@ -289,11 +296,13 @@ class Engine:
     def _queue(self, st: SymbolState, side: str, qty: Decimal, reduce_only: bool, reason: str,
                stop_distance: Decimal = ZERO, target_distance: Decimal = ZERO) -> Order:
         self.order_seq += 1
-        link = f"{self.name[:20]}-{self.order_seq}"[:36]
+        link = self.link_ids() if self.link_ids is not None else f"{self.name[:20]}-{self.order_seq}"[:36]
         order = Order(link, st.symbol, side, qty, reduce_only, reason, self.now_ms, stop_distance, target_distance)
         st.pending = order
         self.orders_sent += 1
         self.order_times.append(self.now_ms)
+        if self.executor is not None:
+            self.executor(order)
         return order
 
     def _fill(self, st: SymbolState, side: str, qty: Decimal, ref_price: Decimal, ts_ms: int,
@@ -358,6 +367,55 @@ class Engine:
         st.pending = None
         st.cooldown_left = st.params.cooldownBars
 
+    # ---- exchange execution (testnet/demo/live) ----------------------------------------
+    def _check_exits_exchange(self, st: SymbolState, bar: Bar) -> None:
+        """Stop-loss/take-profit touched on this candle: send a reduce-only market
+        order (the exchange fills it; nothing is booked here)."""
+        pos = self.ledger.position(st.symbol)
+        if pos.size == 0 or st.stop_price is None or st.target_price is None or st.pending is not None:
+            return
+        long = pos.size > 0
+        if (long and bar.low <= st.stop_price) or (not long and bar.high >= st.stop_price):
+            why = "STOP_LOSS"
+        elif (long and bar.high >= st.target_price) or (not long and bar.low <= st.target_price):
+            why = "TAKE_PROFIT"
+        else:
+            return
+        self._queue(st, "Sell" if long else "Buy", abs(pos.size), True, why)
+
+    def on_exchange_fill(self, fill: Fill, order_done: bool) -> None:
+        """Book one exchange execution (the caller dedupes by execution id; the ledger
+        refuses a duplicate anyway) and update the symbol's stop/target and pending
+        order. ``order_done``: the order has no quantity left."""
+        st = self.symbols[fill.symbol]
+        self.ledger.apply(fill)
+        if st.mark is None:
+            st.mark = fill.price
+        order = st.pending if st.pending is not None and st.pending.order_link_id == fill.order_link_id else None
+        pos = self.ledger.position(fill.symbol)
+        if pos.size == 0:
+            st.stop_price = st.target_price = None
+            st.cooldown_left = st.params.cooldownBars
+        elif order is not None and not order.reduce_only:
+            entry = pos.entry_price
+            if pos.size > 0:
+                st.stop_price = st.instrument.round_price(entry - order.stop_distance, "down")
+                st.target_price = st.instrument.round_price(entry + order.target_distance, "up")
+            else:
+                st.stop_price = st.instrument.round_price(entry + order.stop_distance, "up")
+                st.target_price = st.instrument.round_price(entry - order.target_distance, "down")
+        if order_done and order is not None:
+            st.pending = None
+
+    def on_order_closed(self, symbol: str, order_link_id: str, reject_reason: str | None = None) -> None:
+        """The exchange finished (cancelled/rejected/filled) order ``order_link_id``:
+        release the symbol's pending slot; count ``reject_reason`` if given."""
+        st = self.symbols.get(symbol)
+        if st is not None and st.pending is not None and st.pending.order_link_id == order_link_id:
+            st.pending = None
+        if reject_reason:
+            self.rejects[reject_reason] += 1
+
     # ---- the per-candle step -----------------------------------------------------
     def on_bar(self, symbol: str, bar: Bar) -> None:
         """Process one closed candle of ``symbol`` (candles must arrive in time order
@@ -372,8 +430,11 @@ class Engine:
         day = bar.ts_ms // 86_400_000
         if self.day is None:
             self.day = day
-        self._execute_pending(st, bar)
-        self._check_exits(st, bar)
+        if self.executor is None:
+            self._execute_pending(st, bar)
+            self._check_exits(st, bar)
+        else:
+            self._check_exits_exchange(st, bar)
         st.mark = bar.close
         st.bars_seen += 1
         if st.cooldown_left > 0:
@@ -415,6 +476,8 @@ class Engine:
     def _entry_block(self, st: SymbolState, warm: bool) -> str | None:
         if self.policy is None:
             return R_NO_POLICY
+        if self.blocked_reason:
+            return self.blocked_reason
         if self.spec.paused:
             return R_PAUSED
         if self.risk_state == api.RISK_HARD_STOP:
@@ -486,6 +549,6 @@ class Engine:
 
     def trading_active(self) -> bool:
         """True if the engine could open a position now on at least one symbol."""
-        if self.policy is None or self.spec.paused or self.risk_state == api.RISK_HARD_STOP:
+        if self.policy is None or self.spec.paused or self.risk_state == api.RISK_HARD_STOP or self.blocked_reason:
             return False
         return any(not st.quarantined for st in self.symbols.values())

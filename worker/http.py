@@ -4,35 +4,190 @@
 ``/why`` answers HEAN's ``/trading/why``: whether the worker is trading, its risk
 state and reasons, per-symbol gating and the top reasons entries were not made.
 ``/ledger`` is the paper account (capital, realized PnL, fees, positions, every fill)
-so anyone can check ``status`` against it. Metric names follow Prometheus naming
-(prefix ``hean_worker_``, base units in the name, ``_total`` counters) with bounded
-labels only (namespace, strategy, mode, symbol, state, reason).
+so anyone can check ``status`` against it.
+
+Metrics (catalogue: docs/metrics.md) follow Prometheus naming: prefix
+``hean_worker_``, base units in the name (``_usdt``, ``_seconds``, ``_ratio``,
+``_bps``), ``_total`` counters, and bounded labels only: ``namespace``, ``strategy``,
+``mode`` on every series, plus ``symbol`` (the spec's <= 10 symbols), ``state``,
+``reason``/``outcome``/``level``/``liquidity`` (fixed code lists) where noted. Never
+an order id, a price or anything from a Secret.
+
+Gauges and counters are read from the engine at scrape time (no second copy of the
+figures). Figures that need the history between scrapes (histograms, gaps, the time
+of the last candle) are accumulated by :class:`WorkerObservations`, which walks the
+ledger's new fills and the engine's per-symbol cursors at each scrape; execution and
+feed code paths that the paper engine does not have (exchange round trips, feed
+reconnects, exchange rate limits) report through the same object
+(``worker.obs.observe_order_latency(...)`` etc.), so the series exist — at zero —
+from the start and alerts on them are well defined.
 """
 
 from __future__ import annotations
 
+import math
+import threading
+import time
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from hean import api
 
+from . import engine as _engine
+
 if TYPE_CHECKING:
     from .app import Worker
+
+VENUE = "bybit"
+SLIPPAGE_BPS_BUCKETS = (0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0)
+LATENCY_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+INTERVAL_MS = {"1": 60_000, "5": 300_000, "60": 3_600_000}
+ORDER_OUTCOMES = ("filled", "rejected", "cancelled")
+# Known reason codes are exported at 0 from the start: a series that only appears
+# with its first event breaks rate()/increase() and "no data" panels.
+BLOCK_REASONS = tuple(sorted(v for k, v in vars(_engine).items() if k.startswith("R_") and isinstance(v, str)))
+REJECT_REASONS = (_engine.R_MIN_ORDER, _engine.R_ORDER_RATE, "REDUCE_ONLY_NO_POSITION")
+DROP_REASONS = ("bad_number", "bad_timestamp", "duplicate_timestamp", "high_below_low", "non_positive_price",
+                "out_of_order", "short_row")
+
+
+class _Histogram:
+    """Cumulative bucket counts for a HistogramMetricFamily."""
+
+    def __init__(self, buckets: tuple[float, ...]):
+        self.bounds = buckets
+        self.counts = [0] * len(buckets)
+        self.count = 0
+        self.sum = 0.0
+
+    def observe(self, v: float) -> None:
+        if not math.isfinite(v):
+            raise ValueError(f"histogram observation must be finite, got {v!r}")
+        self.count += 1
+        self.sum += v
+        for i, b in enumerate(self.bounds):
+            if v <= b:
+                self.counts[i] += 1
+
+    def family(self, name: str, doc: str, labels: list[str], values: list[str]) -> HistogramMetricFamily:
+        h = HistogramMetricFamily(name, doc, labels=labels)
+        buckets = [(repr(float(b)), float(c)) for b, c in zip(self.bounds, self.counts)] + [("+Inf", float(self.count))]
+        h.add_metric(values, buckets, self.sum)
+        return h
+
+
+class WorkerObservations:
+    """History the scrape-time collector cannot read from the engine's current state.
+
+    ``sync(engine)`` (called at every scrape, under a lock) walks the fills booked since
+    the last call and the per-symbol candle cursors. The ``observe_*``/``count_*``
+    methods are the hooks for code paths with real exchange/feed I/O.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._engine_id: int | None = None
+        self.slippage_bps = _Histogram(SLIPPAGE_BPS_BUCKETS)
+        self.order_latency = _Histogram(LATENCY_SECONDS_BUCKETS)
+        self.marketdata_latency = _Histogram(LATENCY_SECONDS_BUCKETS)
+        self.fills_seen = 0
+        self.maker_fills = 0
+        self.taker_fills = 0
+        self.fill_notional = {"maker": Decimal(0), "taker": Decimal(0)}
+        self.bars_seen = -1
+        self.last_event_wall = 0.0  # unix seconds when the collector first saw the latest candle count
+        self.sym_cursor: dict[str, tuple[int, int]] = {}  # symbol -> (last ts_ms, bars_seen)
+        self.gap_candles: dict[str, int] = {}
+        self.reconnects = 0
+        self.rate_limited = 0
+        self.reconcile_mismatches = 0
+        self.reconcile_checked_fills = -1
+
+    # hooks for exchange/feed code paths (not used by the paper engine)
+    def observe_order_latency(self, seconds: float) -> None:
+        """Order sent -> acknowledged by the venue."""
+        with self.lock:
+            self.order_latency.observe(seconds)
+
+    def observe_marketdata_latency(self, seconds: float) -> None:
+        """Venue timestamp of a market-data message -> received by the worker."""
+        with self.lock:
+            self.marketdata_latency.observe(seconds)
+
+    def count_reconnect(self) -> None:
+        with self.lock:
+            self.reconnects += 1
+
+    def count_rate_limited(self) -> None:
+        """The venue answered 'rate limit' (Bybit retCode 10006 / HTTP 403)."""
+        with self.lock:
+            self.rate_limited += 1
+
+    def count_reconcile_mismatch(self) -> None:
+        with self.lock:
+            self.reconcile_mismatches += 1
+
+    def sync(self, engine, now: float) -> None:
+        """Fold what happened since the last scrape into the histories."""
+        if id(engine) != self._engine_id:  # a new engine (restart of the replay): new account
+            self._engine_id = id(engine)
+            self.fills_seen = 0
+            self.sym_cursor.clear()
+            self.bars_seen = -1
+            self.reconcile_checked_fills = -1
+        fills = engine.ledger.fills
+        model_bps = float(engine.spec.execution.slippageBps)
+        for f in fills[self.fills_seen:]:
+            liq = "maker" if f.liquidity == "maker" else "taker"
+            if liq == "maker":
+                self.maker_fills += 1
+            else:
+                self.taker_fills += 1
+            self.fill_notional[liq] += f.qty * f.price
+            # Paper fills are the next candle's open worsened by the slippage model;
+            # the observation is the model's figure (the venue path observes the
+            # difference between the decision price and the fill price).
+            self.slippage_bps.observe(model_bps)
+        self.fills_seen = len(fills)
+        if engine.bars_processed != self.bars_seen:
+            self.bars_seen = engine.bars_processed
+            self.last_event_wall = now
+        step = INTERVAL_MS.get(engine.spec.marketData.replay.interval, 60_000)
+        for sym, st in engine.symbols.items():
+            ts = engine._last_ts.get(sym)
+            if ts is None:
+                continue
+            prev = self.sym_cursor.get(sym)
+            if prev is not None and ts > prev[0]:
+                missing = (ts - prev[0]) // step - (st.bars_seen - prev[1])
+                if missing > 0:
+                    self.gap_candles[sym] = self.gap_candles.get(sym, 0) + int(missing)
+            self.sym_cursor[sym] = (ts, st.bars_seen)
+        if len(fills) != self.reconcile_checked_fills:
+            self.reconcile_checked_fills = len(fills)
+            try:
+                engine.ledger.check()
+            except Exception:  # noqa: BLE001 - any broken invariant is a mismatch
+                self.reconcile_mismatches += 1
 
 
 class WorkerCollector:
     """Reads the engine at scrape time (no second copy of the figures)."""
 
-    def __init__(self, worker: "Worker"):
+    def __init__(self, worker: "Worker", obs: WorkerObservations | None = None):
         self.w = worker
+        self.obs = obs or WorkerObservations()
 
     def collect(self):
         w = self.w
         e = w.engine
+        obs = self.obs
+        now = time.time()
         base = ["namespace", "strategy", "mode"]
         mode = e.spec.mode if e is not None else ""
         lv = [w.settings.namespace, w.settings.strategy_name, mode]
@@ -45,50 +200,145 @@ class WorkerCollector:
         yield hb
         if e is None:
             return
+        with obs.lock:
+            obs.sync(e, now)
+            yield from self._collect_engine(e, obs, base, lv, now)
+
+    def _collect_engine(self, e, obs: WorkerObservations, base: list[str], lv: list[str], now: float):
+        w = self.w
+        info = GaugeMetricFamily("hean_worker_info", "Constant 1: the worker's venue and market category",
+                                 labels=base + ["venue", "category"])
+        info.add_metric(lv + [VENUE, e.spec.category], 1.0)
+        yield info
         marks = e.marks()
+        equity = e.equity()
+        gross = e.ledger.gross_notional(marks)
+        unreal = e.ledger.unrealized_pnl(marks)
         for name, desc, value in (
-            ("hean_worker_equity_usdt", "Account equity in USDT", e.equity()),
+            ("hean_worker_equity_usdt", "Account equity in USDT", equity),
+            ("hean_worker_capital_usdt", "Starting capital of the paper account, USDT", e.ledger.capital),
             ("hean_worker_realized_pnl_usdt", "Realized PnL before fees, USDT", e.ledger.realized_pnl),
-            ("hean_worker_unrealized_pnl_usdt", "Unrealized PnL at mark prices, USDT", e.ledger.unrealized_pnl(marks)),
+            ("hean_worker_unrealized_pnl_usdt", "Unrealized PnL at mark prices, USDT", unreal),
+            ("hean_worker_pnl_usdt", "Net PnL: realized - fees + unrealized, USDT",
+             e.ledger.realized_pnl - e.ledger.fees + unreal),
             ("hean_worker_drawdown_ratio", "Drawdown from peak equity as a fraction", e.drawdown_percent() / 100),
+            ("hean_worker_daily_loss_usdt", "Loss since the start of the (UTC, market-time) day, USDT", e.daily_loss()),
             ("hean_worker_open_positions", "Number of open positions", len(e.ledger.open_positions())),
-            ("hean_worker_exposure_usdt", "Gross position notional at mark prices, USDT", e.ledger.gross_notional(marks)),
+            ("hean_worker_exposure_usdt", "Gross position notional at mark prices, USDT", gross),
+            ("hean_worker_leverage_ratio", "Gross exposure / equity", gross / equity if equity > 0 else 0),
+            ("hean_worker_trading_active", "1 when the worker could open a position now",
+             1 if e.trading_active() and not w.replay_done else 0),
+            ("hean_worker_orders_pending", "Orders sent and not yet filled",
+             sum(1 for s in e.symbols.values() if s.pending is not None)),
+            ("hean_worker_maker_ratio", "Share of fills that were maker (0 when there are no fills)",
+             obs.maker_fills / (obs.maker_fills + obs.taker_fills) if obs.maker_fills + obs.taker_fills else 0),
+            ("hean_worker_marketdata_last_event_timestamp_seconds",
+             "Unix time the worker was first seen to have processed its latest candle (scrape resolution)",
+             obs.last_event_wall),
+            ("hean_worker_marketdata_staleness_seconds",
+             "Seconds since the worker last processed a candle (scrape resolution)",
+             max(0.0, now - obs.last_event_wall) if obs.last_event_wall else 0.0),
+            ("hean_worker_marketdata_cursor_timestamp_seconds", "Market time of the latest candle processed",
+             e.now_ms / 1000),
+            ("hean_worker_replay_finished", "1 when a replay has run out of candles (no more market data expected)",
+             1 if w.replay_done else 0),
         ):
             g = GaugeMetricFamily(name, desc, labels=base)
             g.add_metric(lv, float(value))
             yield g
-        fees = CounterMetricFamily("hean_worker_fees_usdt", "Fees paid, USDT", labels=base)
-        fees.add_metric(lv, float(e.ledger.fees))
-        yield fees
+        if e.policy is not None:
+            lim = GaugeMetricFamily("hean_worker_drawdown_limit_ratio",
+                                    "The RiskPolicy's drawdown limits as fractions, by level (soft, hard)",
+                                    labels=base + ["level"])
+            lim.add_metric(lv + ["soft"], float(e.policy.softMaxDrawdownPercent) / 100)
+            lim.add_metric(lv + ["hard"], float(e.policy.hardMaxDrawdownPercent) / 100)
+            yield lim
+        pos = GaugeMetricFamily("hean_worker_position_notional_usdt",
+                                "Signed position notional at the mark price (short < 0), by symbol",
+                                labels=base + ["symbol"])
+        q = GaugeMetricFamily("hean_worker_symbol_quarantined", "1 while a SymbolQuarantine blocks the symbol",
+                              labels=base + ["symbol"])
+        for sym, st in e.symbols.items():
+            p = e.ledger.positions.get(sym)
+            value = 0.0
+            if p is not None and p.size != 0 and sym in marks:
+                value = float(p.size * marks[sym])
+            pos.add_metric(lv + [sym], value)
+            q.add_metric(lv + [sym], 1.0 if st.quarantined else 0.0)
+        yield pos
+        yield q
         rs = GaugeMetricFamily("hean_worker_risk_state", "Risk Governor state (one-hot)", labels=base + ["state"])
         for s in api.RISK_STATES:
             rs.add_metric(lv + [s], 1.0 if e.risk_state == s else 0.0)
         yield rs
+        fees = CounterMetricFamily("hean_worker_fees_usdt", "Fees paid, USDT", labels=base)
+        fees.add_metric(lv, float(e.ledger.fees))
+        yield fees
+        funding = CounterMetricFamily("hean_worker_funding_usdt",
+                                      "Funding paid (> 0) or received, USDT (the paper engine books none)",
+                                      labels=base)
+        funding.add_metric(lv, 0.0)
+        yield funding
         for name, desc, value in (
             ("hean_worker_orders", "Orders sent", e.orders_sent),
             ("hean_worker_fills", "Fills booked", len(e.ledger.fills)),
             ("hean_worker_closed_trades", "Round trips closed", e.ledger.closed_trades),
             ("hean_worker_marketdata_events", "Candles processed", e.bars_processed),
+            ("hean_worker_marketdata_reconnects", "Reconnects of the market-data feed (replay: none)", obs.reconnects),
+            ("hean_worker_exchange_rate_limited", "Requests the venue refused for rate limit", obs.rate_limited),
+            ("hean_worker_reconcile_mismatches",
+             "Ledger reconciliations that found a mismatch (paper: ledger vs its own fill history)",
+             obs.reconcile_mismatches),
             ("hean_worker_status_patches", "Status writes to the API server", w.status_patches),
             ("hean_worker_status_patch_errors", "Failed status writes", w.status_errors),
         ):
             c = CounterMetricFamily(name, desc, labels=base)
             c.add_metric(lv, float(value))
             yield c
+        filled = len(e.ledger.fills)
+        rejected = sum(e.rejects.values())
+        post_queue_rejects = e.rejects.get("REDUCE_ONLY_NO_POSITION", 0)
+        pending = sum(1 for s in e.symbols.values() if s.pending is not None)
+        cancelled = max(0, e.orders_sent - filled - post_queue_rejects - pending)
+        oc = CounterMetricFamily("hean_worker_order_outcomes",
+                                 "Order attempts by outcome: filled, rejected (before or by the venue), cancelled",
+                                 labels=base + ["outcome"])
+        for outcome, n in zip(ORDER_OUTCOMES, (filled, rejected, cancelled)):
+            oc.add_metric(lv + [outcome], float(n))
+        yield oc
+        fl = CounterMetricFamily("hean_worker_fill_notional_usdt", "Filled notional, USDT, by liquidity (maker, taker)",
+                                 labels=base + ["liquidity"])
+        for liq in ("maker", "taker"):
+            fl.add_metric(lv + [liq], float(obs.fill_notional[liq]))
+        yield fl
+        gaps = CounterMetricFamily("hean_worker_marketdata_gap_candles",
+                                   "Candles missing from the feed (sum of gap lengths), by symbol",
+                                   labels=base + ["symbol"])
+        for sym in e.symbols:
+            gaps.add_metric(lv + [sym], float(obs.gap_candles.get(sym, 0)))
+        yield gaps
+        yield obs.slippage_bps.family("hean_worker_fill_slippage_bps",
+                                      "Slippage of each fill against its reference price, basis points", base, lv)
+        yield obs.order_latency.family("hean_worker_order_latency_seconds",
+                                       "Order sent -> acknowledged by the venue (paper: no venue round trip)",
+                                       base, lv)
+        yield obs.marketdata_latency.family("hean_worker_marketdata_latency_seconds",
+                                            "Venue timestamp -> received, per market-data message (replay: none)",
+                                            base, lv)
         nt = CounterMetricFamily("hean_worker_entries_blocked", "Candles on which an entry was not made, by reason",
                                  labels=base + ["reason"])
-        for reason, n in e.reasons.items():
-            nt.add_metric(lv + [reason], float(n))
+        for reason in sorted(set(BLOCK_REASONS) | set(e.reasons)):
+            nt.add_metric(lv + [reason], float(e.reasons.get(reason, 0)))
         yield nt
         rj = CounterMetricFamily("hean_worker_order_rejects", "Orders rejected before sending, by reason",
                                  labels=base + ["reason"])
-        for reason, n in e.rejects.items():
-            rj.add_metric(lv + [reason], float(n))
+        for reason in sorted(set(REJECT_REASONS) | set(e.rejects)):
+            rj.add_metric(lv + [reason], float(e.rejects.get(reason, 0)))
         yield rj
         dr = CounterMetricFamily("hean_worker_marketdata_dropped", "Malformed market-data records dropped, by reason",
                                  labels=base + ["reason"])
-        for reason, n in e.dropped.items():
-            dr.add_metric(lv + [reason], float(n))
+        for reason in sorted(set(DROP_REASONS) | set(e.dropped)):
+            dr.add_metric(lv + [reason], float(e.dropped.get(reason, 0)))
         yield dr
 
 
@@ -96,7 +346,11 @@ def build_app(worker: "Worker") -> FastAPI:
     """The FastAPI application serving ``worker``."""
     app = FastAPI(title="hean worker", docs_url=None, redoc_url=None, openapi_url=None)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(WorkerCollector(worker))
+    obs = getattr(worker, "obs", None)
+    if not isinstance(obs, WorkerObservations):
+        obs = WorkerObservations()
+        worker.obs = obs  # the hook object for exchange/feed code paths
+    registry.register(WorkerCollector(worker, obs))
 
     @app.get("/healthz")
     async def healthz() -> dict:
@@ -135,6 +389,7 @@ def build_app(worker: "Worker") -> FastAPI:
                  "takeProfitPrice": str(s.target_price) if s.target_price is not None else None}
                 for s in e.symbols.values()
             ],
+            "quarantineChangedAt": worker.quarantine_changed_at,
             "topReasons": e.top_reasons(10),
             "rejects": dict(e.rejects),
             "replay": worker.runtime_status().get("replay"),

@@ -6,6 +6,7 @@
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
 
 #include <cstdint>
 #include <stdexcept>
@@ -15,6 +16,9 @@
 
 namespace nb = nanobind;
 using namespace nb::literals;
+
+void bind_engine(nb::module_ &m);
+void bind_book(nb::module_ &m);
 
 namespace {
 
@@ -50,21 +54,21 @@ void check_out(const Out &out, const char *ref_name, std::size_t n) {
 
 // -- EMA ---------------------------------------------------------------------
 
-void ema_into(const In &x, std::int64_t period, Out &out) {
+void ema_into(const In &x, std::int64_t period, Out &out, bool lookahead) {
     hean::check_period("period", period, 1);
     const std::size_t n = x.shape(0);
     check_out(out, "x", n);
     nb::gil_scoped_release release;
-    hean::ema(x.data(), n, period, out.data());
+    hean::ema(x.data(), n, period, out.data(), lookahead);
 }
 
-NpOut ema(const In &x, std::int64_t period) {
+NpOut ema(const In &x, std::int64_t period, bool lookahead) {
     hean::check_period("period", period, 1);
     const std::size_t n = x.shape(0);
     NpOut out = np_empty(n);
     {
         nb::gil_scoped_release release;
-        hean::ema(x.data(), n, period, out.data());
+        hean::ema(x.data(), n, period, out.data(), lookahead);
     }
     return out;
 }
@@ -99,23 +103,192 @@ std::size_t check_hlc(const In &high, const In &low, const In &close) {
     return n;
 }
 
-void atr_into(const In &high, const In &low, const In &close, std::int64_t period, Out &out) {
+void atr_into(const In &high, const In &low, const In &close, std::int64_t period, Out &out,
+              bool lookahead) {
     hean::check_period("period", period, 1);
     const std::size_t n = check_hlc(high, low, close);
     check_out(out, "high", n);
     nb::gil_scoped_release release;
-    hean::atr(high.data(), low.data(), close.data(), n, period, out.data());
+    hean::atr(high.data(), low.data(), close.data(), n, period, out.data(), lookahead);
 }
 
-NpOut atr(const In &high, const In &low, const In &close, std::int64_t period) {
+NpOut atr(const In &high, const In &low, const In &close, std::int64_t period, bool lookahead) {
     hean::check_period("period", period, 1);
     const std::size_t n = check_hlc(high, low, close);
     NpOut out = np_empty(n);
     {
         nb::gil_scoped_release release;
-        hean::atr(high.data(), low.data(), close.data(), n, period, out.data());
+        hean::atr(high.data(), low.data(), close.data(), n, period, out.data(), lookahead);
     }
     return out;
+}
+
+
+// -- more indicators -----------------------------------------------------------
+
+template <class F>
+NpOut unary_new(const In &x, F &&f) {
+    const std::size_t n = x.shape(0);
+    NpOut out = np_empty(n);
+    {
+        nb::gil_scoped_release release;
+        f(x.data(), n, out.data());
+    }
+    return out;
+}
+
+NpOut sma(const In &x, std::int64_t period, bool lookahead) {
+    hean::check_period("period", period, 1);
+    return unary_new(x, [&](const double *a, std::size_t n, double *o) { hean::sma(a, n, period, o, lookahead); });
+}
+void sma_into(const In &x, std::int64_t period, Out &out, bool lookahead) {
+    hean::check_period("period", period, 1);
+    check_out(out, "x", x.shape(0));
+    nb::gil_scoped_release release;
+    hean::sma(x.data(), x.shape(0), period, out.data(), lookahead);
+}
+NpOut rsi(const In &x, std::int64_t period, bool lookahead) {
+    hean::check_period("period", period, 1);
+    return unary_new(x, [&](const double *a, std::size_t n, double *o) { hean::rsi(a, n, period, o, lookahead); });
+}
+void rsi_into(const In &x, std::int64_t period, Out &out, bool lookahead) {
+    hean::check_period("period", period, 1);
+    check_out(out, "x", x.shape(0));
+    nb::gil_scoped_release release;
+    hean::rsi(x.data(), x.shape(0), period, out.data(), lookahead);
+}
+NpOut zscore(const In &x, std::int64_t window) {
+    hean::check_period("window", window, 2);
+    return unary_new(x, [&](const double *a, std::size_t n, double *o) { hean::zscore(a, n, window, o); });
+}
+void zscore_into(const In &x, std::int64_t window, Out &out) {
+    hean::check_period("window", window, 2);
+    check_out(out, "x", x.shape(0));
+    nb::gil_scoped_release release;
+    hean::zscore(x.data(), x.shape(0), window, out.data());
+}
+
+nb::tuple bollinger(const In &x, std::int64_t period, double k, bool fast) {
+    hean::Bollinger probe(period, k);  // validates
+    const std::size_t n = x.shape(0);
+    NpOut u = np_empty(n), m = np_empty(n), l = np_empty(n);
+    {
+        nb::gil_scoped_release release;
+        hean::bollinger(x.data(), n, period, k, u.data(), m.data(), l.data(), fast);
+    }
+    return nb::make_tuple(u, m, l);
+}
+void bollinger_into(const In &x, std::int64_t period, double k, Out &upper, Out &middle,
+                    Out &lower, bool fast) {
+    hean::Bollinger probe(period, k);
+    const std::size_t n = x.shape(0);
+    check_out(upper, "x", n);
+    check_out(middle, "x", n);
+    check_out(lower, "x", n);
+    nb::gil_scoped_release release;
+    hean::bollinger(x.data(), n, period, k, upper.data(), middle.data(), lower.data(), fast);
+}
+
+NpOut vwap(const In &price, const In &volume, std::int64_t window) {
+    hean::check_period("window", window, 1);
+    const std::size_t n = price.shape(0);
+    hean::check_same_length("volume", volume.shape(0), "price", n);
+    NpOut out = np_empty(n);
+    {
+        nb::gil_scoped_release release;
+        hean::vwap(price.data(), volume.data(), n, window, out.data());
+    }
+    return out;
+}
+void vwap_into(const In &price, const In &volume, std::int64_t window, Out &out) {
+    hean::check_period("window", window, 1);
+    const std::size_t n = price.shape(0);
+    hean::check_same_length("volume", volume.shape(0), "price", n);
+    check_out(out, "price", n);
+    nb::gil_scoped_release release;
+    hean::vwap(price.data(), volume.data(), n, window, out.data());
+}
+
+std::size_t check_book4(const In &bp, const In &bs, const In &ap, const In &as) {
+    const std::size_t n = bp.shape(0);
+    hean::check_same_length("bid_sz", bs.shape(0), "bid_px", n);
+    hean::check_same_length("ask_px", ap.shape(0), "bid_px", n);
+    hean::check_same_length("ask_sz", as.shape(0), "bid_px", n);
+    return n;
+}
+NpOut ofi(const In &bp, const In &bs, const In &ap, const In &as, std::int64_t window) {
+    hean::check_period("window", window, 1);
+    const std::size_t n = check_book4(bp, bs, ap, as);
+    NpOut out = np_empty(n);
+    {
+        nb::gil_scoped_release release;
+        hean::ofi(bp.data(), bs.data(), ap.data(), as.data(), n, window, out.data());
+    }
+    return out;
+}
+void ofi_into(const In &bp, const In &bs, const In &ap, const In &as, std::int64_t window,
+              Out &out) {
+    hean::check_period("window", window, 1);
+    const std::size_t n = check_book4(bp, bs, ap, as);
+    check_out(out, "bid_px", n);
+    nb::gil_scoped_release release;
+    hean::ofi(bp.data(), bs.data(), ap.data(), as.data(), n, window, out.data());
+}
+
+static const char *kFusedNames[] = {"ema_fast", "ema_slow", "sma", "rsi", "atr",
+                                    "bb_upper", "bb_middle", "bb_lower"};
+
+hean::FusedParams fused_params(std::int64_t ema_fast, std::int64_t ema_slow, std::int64_t sma_p,
+                               std::int64_t rsi_p, std::int64_t atr_p, std::int64_t bb,
+                               double bb_k) {
+    hean::FusedParams p;
+    p.ema_fast = ema_fast;
+    p.ema_slow = ema_slow;
+    p.sma = sma_p;
+    p.rsi = rsi_p;
+    p.atr = atr_p;
+    p.bb = bb;
+    p.bb_k = bb_k;
+    hean::check_fused(p);
+    return p;
+}
+
+nb::dict fused(const In &high, const In &low, const In &close, std::int64_t ema_fast,
+               std::int64_t ema_slow, std::int64_t sma_p, std::int64_t rsi_p, std::int64_t atr_p,
+               std::int64_t bb, double bb_k, bool fast) {
+    const hean::FusedParams p = fused_params(ema_fast, ema_slow, sma_p, rsi_p, atr_p, bb, bb_k);
+    const std::size_t n = check_hlc(high, low, close);
+    NpOut o[8] = {np_empty(n), np_empty(n), np_empty(n), np_empty(n),
+                  np_empty(n), np_empty(n), np_empty(n), np_empty(n)};
+    hean::FusedOut fo{o[0].data(), o[1].data(), o[2].data(), o[3].data(),
+                      o[4].data(), o[5].data(), o[6].data(), o[7].data()};
+    {
+        nb::gil_scoped_release release;
+        hean::fused(high.data(), low.data(), close.data(), n, p, fo, fast);
+    }
+    nb::dict d;
+    for (int i = 0; i < 8; ++i) d[kFusedNames[i]] = o[i];
+    return d;
+}
+
+void fused_into(const In &high, const In &low, const In &close, std::int64_t ema_fast,
+                std::int64_t ema_slow, std::int64_t sma_p, std::int64_t rsi_p, std::int64_t atr_p,
+                std::int64_t bb, double bb_k, nb::dict out, bool fast) {
+    const hean::FusedParams p = fused_params(ema_fast, ema_slow, sma_p, rsi_p, atr_p, bb, bb_k);
+    const std::size_t n = check_hlc(high, low, close);
+    double *ptr[8];
+    for (int i = 0; i < 8; ++i) {
+        if (!out.contains(kFusedNames[i]))
+            throw std::invalid_argument(std::string("out is missing the key '") + kFusedNames[i] + "'");
+        Out a;
+        if (!nb::try_cast<Out>(out[kFusedNames[i]], a, false) || !a.is_valid())
+            throw std::invalid_argument(std::string("out['") + kFusedNames[i] + "'] must be a writable C-contiguous float64 array");
+        check_out(a, "high", n);
+        ptr[i] = a.data();
+    }
+    hean::FusedOut fo{ptr[0], ptr[1], ptr[2], ptr[3], ptr[4], ptr[5], ptr[6], ptr[7]};
+    nb::gil_scoped_release release;
+    hean::fused(high.data(), low.data(), close.data(), n, p, fo, fast);
 }
 
 std::string repr_value(double v) { return hean::format_double(v); }
@@ -131,12 +304,13 @@ NB_MODULE(_native, m) {
     m.attr("MAX_PERIOD") = hean::kMaxPeriod;
 
     // ---- batch -------------------------------------------------------------
-    m.def("ema", &ema, "x"_a, "period"_a,
+    m.def("ema", &ema, "x"_a, "period"_a, "lookahead"_a = false,
           "EMA of x (TA-Lib seeding). Returns a new float64 array of len(x); NaN for "
           "indices < period-1, out[period-1] = mean(x[:period]), then "
           "out[i] = out[i-1] + alpha*(x[i]-out[i-1]), alpha = 2/(period+1). "
-          "period in [1, MAX_PERIOD].");
-    m.def("ema_into", &ema_into, "x"_a, "period"_a, "out"_a.noconvert(),
+          "period in [1, MAX_PERIOD]. lookahead=True: a 4-step look-ahead form of the "
+          "recurrence, ~2x faster, equal to ~1e-14 relative instead of bit-identical.");
+    m.def("ema_into", &ema_into, "x"_a, "period"_a, "out"_a.noconvert(), "lookahead"_a = false,
           "Like ema() but writes into `out` (writable C-contiguous float64, same "
           "length as x; may be x itself).");
 
@@ -152,12 +326,13 @@ NB_MODULE(_native, m) {
           "Like rolling_log_return_std() but writes into `out` (writable C-contiguous "
           "float64, same length as close; may be close itself).");
 
-    m.def("atr", &atr, "high"_a, "low"_a, "close"_a, "period"_a,
+    m.def("atr", &atr, "high"_a, "low"_a, "close"_a, "period"_a, "lookahead"_a = false,
           "Wilder's ATR as TA-Lib computes it. TR[i] = max(high[i]-low[i], "
           "|high[i]-close[i-1]|, |low[i]-close[i-1]|) for i >= 1; out[period] = "
           "mean(TR[1..period]); then out[i] = (out[i-1]*(period-1) + TR[i]) / period; "
           "NaN before index period. period in [1, MAX_PERIOD].");
     m.def("atr_into", &atr_into, "high"_a, "low"_a, "close"_a, "period"_a, "out"_a.noconvert(),
+          "lookahead"_a = false,
           "Like atr() but writes into `out` (writable C-contiguous float64, same length "
           "as high; may alias an input).");
 
@@ -166,7 +341,7 @@ NB_MODULE(_native, m) {
                           "Streaming EMA with TA-Lib seeding; update(x) returns exactly what "
                           "ema() returns at the same index (NaN until `period` values).")
         .def(nb::init<std::int64_t>(), "period"_a)
-        .def("update", &hean::Ema::update, "x"_a,
+        .def("update", &hean::Ema::update_o3, "x"_a,
              "Feed one value; returns the EMA, NaN until ready.")
         .def("reset", &hean::Ema::reset, "Forget all values (back to the constructed state).")
         .def_prop_ro("value", &hean::Ema::value, "Latest EMA, NaN until ready.")
@@ -210,7 +385,7 @@ NB_MODULE(_native, m) {
                           "exactly what atr() returns at the same index (NaN until "
                           "period+1 bars).")
         .def(nb::init<std::int64_t>(), "period"_a)
-        .def("update", &hean::Atr::update, "high"_a, "low"_a, "close"_a,
+        .def("update", &hean::Atr::update_o3, "high"_a, "low"_a, "close"_a,
              "Feed one bar; returns the ATR (price units), NaN until ready.")
         .def("reset", &hean::Atr::reset, "Forget all bars (back to the constructed state).")
         .def_prop_ro("value", &hean::Atr::value, "Latest ATR, NaN until ready.")
@@ -222,4 +397,128 @@ NB_MODULE(_native, m) {
                    ", count=" + std::to_string(s.count()) + ", value=" + repr_value(s.value()) +
                    ")";
         });
+
+    // ---- more batch kernels --------------------------------------------------
+    m.def("sma", &sma, "x"_a, "period"_a, "lookahead"_a = false,
+          "Simple moving average, TA-Lib operation order (bit-identical to TA_SMA). x: "
+          "float64 (n,); returns float64 (n,), units of x; NaN for i < period-1; "
+          "out[i] = mean(x[i-period+1..i]) via a running sum. period in [1, MAX_PERIOD]. "
+          "lookahead=True: S += x[i]-x[i-period] with a 4-step look-ahead and an exact "
+          "re-summation every 1024 outputs (~2x faster, ~1e-15 relative, not TA-Lib's bits).");
+    m.def("sma_into", &sma_into, "x"_a, "period"_a, "out"_a.noconvert(), "lookahead"_a = false,
+          "sma() written into `out` (writable C-contiguous float64 of len(x)).");
+    m.def("rsi", &rsi, "x"_a, "period"_a, "lookahead"_a = false,
+          "Wilder's RSI (TA_RSI seeding and operation order). x: float64 (n,); returns "
+          "float64 (n,) in [0, 100]; NaN for i < period; seed = simple means of gains and "
+          "losses over the first `period` changes, then avg = (avg*(period-1)+move)/period; "
+          "RSI = 100*g/(g+l), 0 when g+l == 0. Source: Wilder (1978); TA-Lib TA_RSI.");
+    m.def("rsi_into", &rsi_into, "x"_a, "period"_a, "out"_a.noconvert(), "lookahead"_a = false,
+          "rsi() written into `out` (writable C-contiguous float64 of len(x)).");
+    m.def("bollinger", &bollinger, "x"_a, "period"_a, "k"_a = 2.0, "fast"_a = false,
+          "Bollinger bands. x: float64 (n,); returns (upper, middle, lower), each float64 "
+          "(n,), units of x. middle = sma(x, period) (TA-Lib-identical); width = k * "
+          "population std (ddof=0) of the same window (sliding Welford + exact recompute). "
+          "NaN for i < period-1. k in [0, 1000]. Source: J. Bollinger, Bollinger on "
+          "Bollinger Bands (2001); TA-Lib TA_BBANDS (MA type SMA). fast=True: the same "
+          "sliding Welford update with multiplications by 1/period instead of divisions and "
+          "middle = the Welford mean; ~1e-15 relative, not bit-identical.");
+    m.def("bollinger_into", &bollinger_into, "x"_a, "period"_a, "k"_a, "upper"_a.noconvert(),
+          "middle"_a.noconvert(), "lower"_a.noconvert(), "fast"_a = false,
+          "bollinger() written into three caller arrays.");
+    m.def("zscore", &zscore, "x"_a, "window"_a,
+          "Rolling z-score: (x[i] - mean) / pstd over x[i-window+1..i] (ddof=0); 0 when "
+          "the std is 0; NaN for i < window-1. Dimensionless. window in [2, MAX_PERIOD].");
+    m.def("zscore_into", &zscore_into, "x"_a, "window"_a, "out"_a.noconvert(),
+          "zscore() written into `out`.");
+    m.def("vwap", &vwap, "price"_a, "volume"_a, "window"_a,
+          "Rolling volume-weighted average price over the last `window` bars: "
+          "sum(price*volume)/sum(volume); NaN for i < window-1 and while the window's "
+          "volume is 0. price: float64 (n,) finite > 0 (e.g. typical price (h+l+c)/3); "
+          "volume: float64 (n,) finite >= 0 (base coin). Running sums with an exact "
+          "recompute every `window` bars. window in [1, MAX_PERIOD].");
+    m.def("vwap_into", &vwap_into, "price"_a, "volume"_a, "window"_a, "out"_a.noconvert(),
+          "vwap() written into `out`.");
+    m.def("ofi", &ofi, "bid_px"_a, "bid_sz"_a, "ask_px"_a, "ask_sz"_a, "window"_a,
+          "Order-flow imbalance (Cont, Kukanov & Stoikov 2014) of top-of-book updates: "
+          "e[i] = 1{Pb[i]>=Pb[i-1]}qb[i] - 1{Pb[i]<=Pb[i-1]}qb[i-1] - 1{Pa[i]<=Pa[i-1]}qa[i] "
+          "+ 1{Pa[i]>=Pa[i-1]}qa[i-1]; out[i] = sum of e over the last `window` updates "
+          "(NaN for i < window). Inputs float64 (n,) each; units of size (base coin).");
+    m.def("ofi_into", &ofi_into, "bid_px"_a, "bid_sz"_a, "ask_px"_a, "ask_sz"_a, "window"_a,
+          "out"_a.noconvert(), "ofi() written into `out`.");
+    m.def("fused", &fused, "high"_a, "low"_a, "close"_a, "ema_fast"_a = 20, "ema_slow"_a = 100,
+          "sma"_a = 20, "rsi"_a = 14, "atr"_a = 14, "bb"_a = 20, "bb_k"_a = 2.0, "fast"_a = false,
+          "One sweep over (high, low, close) float64 (n,) computing ema(close, ema_fast), "
+          "ema(close, ema_slow), sma(close, sma), rsi(close, rsi), atr(high, low, close, atr) "
+          "and bollinger(close, bb, bb_k); returns a dict of float64 (n,) arrays keyed "
+          "ema_fast, ema_slow, sma, rsi, atr, bb_upper, bb_middle, bb_lower, each "
+          "bit-identical to the single-indicator kernel. fast=True: one sweep in blocks of 4096 "
+          "bars running each indicator's look-ahead / fast form (state carried between "
+          "blocks), ~1e-14 relative, not bit-identical.");
+    m.def("fused_into", &fused_into, "high"_a, "low"_a, "close"_a, "ema_fast"_a, "ema_slow"_a,
+          "sma"_a, "rsi"_a, "atr"_a, "bb"_a, "bb_k"_a, "out"_a, "fast"_a = false,
+          "fused() written into a dict of caller arrays with the same keys.");
+
+    // ---- more streaming ------------------------------------------------------
+    nb::class_<hean::Sma>(m, "SMA", "Streaming SMA; update(x) == sma()[i] bit for bit.")
+        .def(nb::init<std::int64_t>(), "period"_a)
+        .def("update", &hean::Sma::update, "x"_a, "Feed one value; returns the SMA, NaN until ready.")
+        .def("reset", &hean::Sma::reset)
+        .def_prop_ro("value", &hean::Sma::value)
+        .def_prop_ro("ready", &hean::Sma::ready)
+        .def_prop_ro("count", &hean::Sma::count)
+        .def_prop_ro("period", &hean::Sma::period);
+    nb::class_<hean::Rsi>(m, "RSI", "Streaming Wilder RSI; update(x) == rsi()[i] bit for bit.")
+        .def(nb::init<std::int64_t>(), "period"_a)
+        .def("update", &hean::Rsi::update, "x"_a, "Feed one value; returns RSI in [0, 100], NaN until ready.")
+        .def("reset", &hean::Rsi::reset)
+        .def_prop_ro("value", &hean::Rsi::value)
+        .def_prop_ro("ready", &hean::Rsi::ready)
+        .def_prop_ro("count", &hean::Rsi::count)
+        .def_prop_ro("period", &hean::Rsi::period);
+    nb::class_<hean::Bollinger>(m, "Bollinger",
+                                "Streaming Bollinger bands; update(x) returns (upper, middle, lower) "
+                                "== bollinger() at the same index bit for bit.")
+        .def(nb::init<std::int64_t, double>(), "period"_a, "k"_a = 2.0)
+        .def("update", [](hean::Bollinger &b, double x) {
+                 const hean::Bands v = b.update(x);
+                 return std::make_tuple(v.upper, v.middle, v.lower);
+             }, "x"_a, "Feed one value; returns (upper, middle, lower), NaN until ready.")
+        .def("reset", &hean::Bollinger::reset)
+        .def_prop_ro("value", [](const hean::Bollinger &b) {
+            const hean::Bands v = b.value();
+            return std::make_tuple(v.upper, v.middle, v.lower);
+        })
+        .def_prop_ro("ready", &hean::Bollinger::ready)
+        .def_prop_ro("count", &hean::Bollinger::count)
+        .def_prop_ro("period", &hean::Bollinger::period)
+        .def_prop_ro("k", &hean::Bollinger::k);
+    nb::class_<hean::ZScore>(m, "ZScore", "Streaming rolling z-score; update(x) == zscore()[i].")
+        .def(nb::init<std::int64_t>(), "window"_a)
+        .def("update", &hean::ZScore::update, "x"_a)
+        .def("reset", &hean::ZScore::reset)
+        .def_prop_ro("value", &hean::ZScore::value)
+        .def_prop_ro("ready", &hean::ZScore::ready)
+        .def_prop_ro("count", &hean::ZScore::count)
+        .def_prop_ro("window", &hean::ZScore::window);
+    nb::class_<hean::Vwap>(m, "VWAP", "Streaming rolling VWAP; update(price, volume) == vwap()[i]. "
+                                      "Invalid price/volume raise ValueError, state unchanged.")
+        .def(nb::init<std::int64_t>(), "window"_a)
+        .def("update", &hean::Vwap::update, "price"_a, "volume"_a)
+        .def("reset", &hean::Vwap::reset)
+        .def_prop_ro("value", &hean::Vwap::value)
+        .def_prop_ro("ready", &hean::Vwap::ready)
+        .def_prop_ro("count", &hean::Vwap::count)
+        .def_prop_ro("window", &hean::Vwap::window);
+    nb::class_<hean::Ofi>(m, "OFI", "Streaming order-flow imbalance; update(bid_px, bid_sz, ask_px, "
+                                    "ask_sz) == ofi()[i].")
+        .def(nb::init<std::int64_t>(), "window"_a)
+        .def("update", &hean::Ofi::update, "bid_px"_a, "bid_sz"_a, "ask_px"_a, "ask_sz"_a)
+        .def("reset", &hean::Ofi::reset)
+        .def_prop_ro("value", &hean::Ofi::value)
+        .def_prop_ro("ready", &hean::Ofi::ready)
+        .def_prop_ro("count", &hean::Ofi::count)
+        .def_prop_ro("window", &hean::Ofi::window);
+
+    bind_engine(m);
+    bind_book(m);
 }

@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <stdexcept>
+#include <limits>
 #include <string>
 
 namespace hean {
@@ -102,20 +103,8 @@ Ema::Ema(std::int64_t period) : period_(period), alpha_(0.0) {
     alpha_ = 2.0 / (static_cast<double>(period) + 1.0);
 }
 
-double Ema::update(double x) noexcept {
-    ++count_;
-    if (count_ < period_) {
-        sum_ += x;
-        return kNaN;
-    }
-    if (count_ == period_) {
-        sum_ += x;
-        value_ = sum_ / static_cast<double>(period_);
-        return value_;
-    }
-    value_ = value_ + alpha_ * (x - value_);
-    return value_;
-}
+
+double Ema::update_o3(double x) noexcept { return update(x); }
 
 void Ema::reset() noexcept {
     sum_ = 0.0;
@@ -152,43 +141,6 @@ double RollingLogReturnStd::update(double close) {
     return update_unchecked(close);
 }
 
-double RollingLogReturnStd::update_unchecked(double close) noexcept {
-    ++count_;
-    if (count_ == 1) {
-        prev_close_ = close;
-        return kNaN;
-    }
-    const double r = std::log(close / prev_close_);
-    prev_close_ = close;
-    const std::size_t w = ring_.size();
-
-    if (!full_) {
-        ring_[pos_] = r;
-        if (++pos_ < w) return kNaN;
-        pos_ = 0;
-        full_ = true;
-        recompute();
-    } else {
-        const double n = static_cast<double>(window_);
-        const double old = ring_[pos_];
-        ring_[pos_] = r;
-        const double delta = r - old;
-        const double new_mean = mean_ + delta / n;
-        m2_ += delta * ((r - new_mean) + (old - mean_));
-        mean_ = new_mean;
-        if (++pos_ == w) {
-            pos_ = 0;
-            recompute();
-        } else if (m2_ < m2_ref_ * kCancelGuard) {
-            recompute();
-        } else if (m2_ > m2_ref_) {
-            m2_ref_ = m2_;
-        }
-    }
-    const double m2 = m2_ > 0.0 ? m2_ : 0.0;
-    value_ = std::sqrt(m2 / static_cast<double>(window_ - 1));
-    return value_;
-}
 
 void RollingLogReturnStd::reset() noexcept {
     std::fill(ring_.begin(), ring_.end(), 0.0);
@@ -208,28 +160,8 @@ void RollingLogReturnStd::reset() noexcept {
 
 Atr::Atr(std::int64_t period) : period_(period) { check_period("period", period, 1); }
 
-double Atr::update(double high, double low, double close) noexcept {
-    ++count_;
-    if (count_ == 1) {
-        prev_close_ = close;
-        return kNaN;
-    }
-    const double tr = true_range(high, low, prev_close_);
-    prev_close_ = close;
-    const std::int64_t n_tr = count_ - 1;
-    if (n_tr < period_) {
-        sum_ += tr;
-        return kNaN;
-    }
-    const double p = static_cast<double>(period_);
-    if (n_tr == period_) {
-        sum_ += tr;
-        value_ = sum_ / p;
-        return value_;
-    }
-    value_ = (value_ * (p - 1.0) + tr) / p;
-    return value_;
-}
+
+double Atr::update_o3(double high, double low, double close) noexcept { return update(high, low, close); }
 
 void Atr::reset() noexcept {
     sum_ = 0.0;
@@ -242,9 +174,73 @@ void Atr::reset() noexcept {
 // Batch kernels
 // ---------------------------------------------------------------------------
 
-void ema(const double *x, std::size_t n, std::int64_t period, double *out) {
-    Ema st(period);
-    for (std::size_t i = 0; i < n; ++i) out[i] = st.update(x[i]);
+
+// ---------------------------------------------------------------------------
+// Batch fast path for first-order linear recurrences v[i] = c*v[i-1] + u[i]
+// (EMA, Wilder ATR and RSI smoothing). A serial chain costs one multiply-add
+// latency per element; with a 4-step look-ahead the chain advances four
+// elements per multiply-add:
+//   v[i+k] = c^k v[i-1] + s_k,  s_1 = u_i, s_k = c s_{k-1} + u_{i+k-1}
+// where the s_k do not depend on v. The results differ from the streaming
+// classes' one-step formula only by rounding (relative error a few ulp, not
+// accumulating since |c| < 1); the tests hold them to 1e-12 relative.
+// ---------------------------------------------------------------------------
+namespace {
+template <class UFn, class Emit>
+inline double lin_rec4(double v, double c, std::size_t i, std::size_t n, UFn &&u, Emit &&emit) {
+    const double c2 = c * c, c3 = c2 * c, c4 = c2 * c2;
+    for (; i + 4 <= n; i += 4) {
+        const double u0 = u(i), u1 = u(i + 1), u2 = u(i + 2), u3 = u(i + 3);
+        const double s2 = c * u0 + u1;
+        const double s3 = c * s2 + u2;
+        const double s4 = c * s3 + u3;
+        const double w1 = c * v + u0, w2 = c2 * v + s2, w3 = c3 * v + s3, w4 = c4 * v + s4;
+        emit(i, w1);
+        emit(i + 1, w2);
+        emit(i + 2, w3);
+        emit(i + 3, w4);
+        v = w4;
+    }
+    for (; i < n; ++i) {
+        v = c * v + u(i);
+        emit(i, v);
+    }
+    return v;
+}
+}  // namespace
+
+static bool overlaps(const double *a, const double *b, std::size_t n) { return n && a < b + n && b < a + n; }
+
+// The batch kernels below keep the state in locals (a class member written
+// through `this` may alias `out`, which forces a reload every step) and split
+// the warm-up from the steady state, but perform exactly the same floating-
+// point operations in the same order as the streaming classes: results are
+// bit-identical (the tests check it).
+
+void ema(const double *x, std::size_t n, std::int64_t period, double *out, bool lookahead) {
+    check_period("period", period, 1);
+    const std::size_t p = static_cast<std::size_t>(period);
+    const double alpha = 2.0 / (static_cast<double>(period) + 1.0);
+    double sum = 0.0;
+    std::size_t i = 0;
+    for (; i < n && i + 1 < p; ++i) {
+        sum += x[i];
+        out[i] = kNaN;
+    }
+    if (i >= n) return;
+    sum += x[i];
+    double v = sum / static_cast<double>(period);
+    out[i++] = v;
+    if (!lookahead) {  // the streaming formula, bit-identical to Ema::update and TA_EMA
+        for (; i < n; ++i) {
+            v = v + alpha * (x[i] - v);
+            out[i] = v;
+        }
+        return;
+    }
+    // v = (1 - alpha) v + alpha x, with a 4-step look-ahead (see lin_rec4).
+    lin_rec4(v, 1.0 - alpha, i, n, [&](std::size_t j) { return alpha * x[j]; },
+             [&](std::size_t j, double w) { out[j] = w; });
 }
 
 void rolling_log_return_std(const double *close, std::size_t n, std::int64_t window,
@@ -256,9 +252,1014 @@ void rolling_log_return_std(const double *close, std::size_t n, std::int64_t win
 }
 
 void atr(const double *high, const double *low, const double *close, std::size_t n,
-         std::int64_t period, double *out) {
-    Atr st(period);
-    for (std::size_t i = 0; i < n; ++i) out[i] = st.update(high[i], low[i], close[i]);
+         std::int64_t period, double *out, bool lookahead) {
+    check_period("period", period, 1);
+    if (n == 0) return;
+    const std::size_t pp = static_cast<std::size_t>(period);
+    const double p = static_cast<double>(period);
+    double prev = close[0];
+    out[0] = kNaN;
+    double sum = 0.0;
+    std::size_t i = 1;
+    for (; i < n && i < pp; ++i) {
+        sum += true_range(high[i], low[i], prev);
+        prev = close[i];
+        out[i] = kNaN;
+    }
+    if (i >= n) return;
+    sum += true_range(high[i], low[i], prev);
+    prev = close[i];
+    double v = sum / p;
+    out[i++] = v;
+    // v = v (p-1)/p + TR/p with a 4-step look-ahead (see lin_rec4); TR[j]
+    // reads close[j-1] directly, so out may alias close only if j-1 < j was
+    // read first: compute TR for a block before writing it.
+    if (!lookahead) {  // the streaming formula, bit-identical to Atr::update
+        const double pm1 = p - 1.0;
+        for (; i < n; ++i) {
+            const double tr = true_range(high[i], low[i], prev);
+            prev = close[i];
+            v = (v * pm1 + tr) / p;
+            out[i] = v;
+        }
+        return;
+    }
+    const double c = (p - 1.0) / p, inv = 1.0 / p;
+    if (out == close || out == high || out == low) {
+        for (; i < n; ++i) {
+            const double tr = true_range(high[i], low[i], prev);
+            prev = close[i];
+            v = c * v + tr * inv;
+            out[i] = v;
+        }
+        return;
+    }
+    lin_rec4(v, c, i, n, [&](std::size_t j) { return true_range(high[j], low[j], close[j - 1]) * inv; },
+             [&](std::size_t j, double w) { out[j] = w; });
+}
+
+
+// ---------------------------------------------------------------------------
+// SMA (TA-Lib operation order)
+// ---------------------------------------------------------------------------
+
+Sma::Sma(std::int64_t period) : period_(period) {
+    check_period("period", period, 1);
+    ring_.assign(static_cast<std::size_t>(period), 0.0);
+}
+
+double Sma::update(double x) noexcept {
+    ++count_;
+    sum_ += x;
+    ring_[pos_] = x;
+    if (++pos_ == ring_.size()) pos_ = 0;
+    if (count_ < period_) return kNaN;
+    value_ = sum_ / static_cast<double>(period_);
+    sum_ -= ring_[pos_];  // the oldest of the last `period` values
+    return value_;
+}
+
+void Sma::reset() noexcept {
+    std::fill(ring_.begin(), ring_.end(), 0.0);
+    pos_ = 0;
+    sum_ = 0.0;
+    value_ = kNaN;
+    count_ = 0;
+}
+
+// ---------------------------------------------------------------------------
+// RSI (Wilder, TA-Lib operation order)
+// ---------------------------------------------------------------------------
+
+Rsi::Rsi(std::int64_t period) : period_(period) { check_period("period", period, 1); }
+
+double Rsi::update(double x) noexcept {
+    ++count_;
+    if (count_ == 1) {
+        prev_ = x;
+        return kNaN;
+    }
+    const double d = x - prev_;
+    prev_ = x;
+    const std::int64_t n = count_ - 1;
+    const double p = static_cast<double>(period_);
+    if (n > period_) {
+        loss_ *= p - 1.0;
+        gain_ *= p - 1.0;
+    }
+    if (d < 0.0)
+        loss_ -= d;
+    else
+        gain_ += d;
+    if (n < period_) return kNaN;
+    loss_ /= p;
+    gain_ /= p;
+    const double s = gain_ + loss_;
+    value_ = s != 0.0 ? 100.0 * (gain_ / s) : 0.0;
+    return value_;
+}
+
+void Rsi::reset() noexcept {
+    prev_ = kNaN;
+    gain_ = loss_ = 0.0;
+    value_ = kNaN;
+    count_ = 0;
+}
+
+// ---------------------------------------------------------------------------
+// Rolling moments (sliding Welford + exact recompute)
+// ---------------------------------------------------------------------------
+
+RollingMoments::RollingMoments(std::int64_t window, std::int64_t lo) : window_(window) {
+    check_period("window", window, lo);
+    ring_.assign(static_cast<std::size_t>(window), 0.0);
+}
+
+void RollingMoments::recompute() noexcept {
+    const double n = static_cast<double>(window_);
+    double s = 0.0;
+    for (double v : ring_) s += v;
+    const double mean = s / n;
+    double m2 = 0.0;
+    for (double v : ring_) {
+        const double d = v - mean;
+        m2 += d * d;
+    }
+    mean_ = mean;
+    m2_ = m2;
+    m2_ref_ = m2;
+}
+
+bool RollingMoments::update(double x) noexcept {
+    const std::size_t w = ring_.size();
+    if (!full_) {
+        ring_[pos_] = x;
+        if (++pos_ < w) return false;
+        pos_ = 0;
+        full_ = true;
+        recompute();
+        return true;
+    }
+    const double n = static_cast<double>(window_);
+    const double old = ring_[pos_];
+    ring_[pos_] = x;
+    const double delta = x - old;
+    const double new_mean = mean_ + delta / n;
+    m2_ += delta * ((x - new_mean) + (old - mean_));
+    mean_ = new_mean;
+    if (++pos_ == w) {
+        pos_ = 0;
+        recompute();
+    } else if (m2_ < m2_ref_ * kCancelGuard) {
+        recompute();
+    } else if (m2_ > m2_ref_) {
+        m2_ref_ = m2_;
+    }
+    return true;
+}
+
+void RollingMoments::reset() noexcept {
+    std::fill(ring_.begin(), ring_.end(), 0.0);
+    pos_ = 0;
+    full_ = false;
+    mean_ = m2_ = m2_ref_ = 0.0;
+}
+
+// ---------------------------------------------------------------------------
+// Bollinger, z-score
+// ---------------------------------------------------------------------------
+
+static void check_k(double k) {
+    if (!(k >= 0.0 && k <= 1000.0))
+        throw std::invalid_argument("k must be a finite number in [0, 1000], got " +
+                                    format_double(k));
+}
+
+Bollinger::Bollinger(std::int64_t period, double k) : sma_(period), mom_(period), k_(k) {
+    check_k(k);
+}
+
+Bands Bollinger::update(double x) noexcept {
+    const double mid = sma_.update(x);
+    if (!mom_.update(x)) return value_;
+    const double w = k_ * mom_.pstd();
+    value_ = Bands{mid + w, mid, mid - w};
+    return value_;
+}
+
+void Bollinger::reset() noexcept {
+    sma_.reset();
+    mom_.reset();
+    value_ = Bands{kNaN, kNaN, kNaN};
+}
+
+ZScore::ZScore(std::int64_t window) : mom_(window, 2) {}
+
+double ZScore::update(double x) noexcept {
+    ++count_;
+    if (!mom_.update(x)) return kNaN;
+    const double sd = mom_.pstd();
+    value_ = sd > 0.0 ? (x - mom_.mean()) / sd : 0.0;
+    return value_;
+}
+
+void ZScore::reset() noexcept {
+    mom_.reset();
+    value_ = kNaN;
+    count_ = 0;
+}
+
+// ---------------------------------------------------------------------------
+// Rolling sums, VWAP, OFI
+// ---------------------------------------------------------------------------
+
+RollingSum2::RollingSum2(std::int64_t window, std::int64_t lo) : window_(window) {
+    check_period("window", window, lo);
+    ra_.assign(static_cast<std::size_t>(window), 0.0);
+    rb_.assign(static_cast<std::size_t>(window), 0.0);
+}
+
+bool RollingSum2::update(double a, double b) noexcept {
+    const std::size_t w = ra_.size();
+    if (!full_) {
+        ra_[pos_] = a;
+        rb_[pos_] = b;
+        sa_ += a;
+        sb_ += b;
+        if (++pos_ < w) return false;
+        pos_ = 0;
+        full_ = true;
+        return true;
+    }
+    sa_ += a - ra_[pos_];
+    sb_ += b - rb_[pos_];
+    ra_[pos_] = a;
+    rb_[pos_] = b;
+    if (++pos_ == w) {  // exact recompute once per window: no drift
+        pos_ = 0;
+        double s1 = 0.0, s2 = 0.0;
+        for (std::size_t i = 0; i < w; ++i) {
+            s1 += ra_[i];
+            s2 += rb_[i];
+        }
+        sa_ = s1;
+        sb_ = s2;
+    }
+    return true;
+}
+
+void RollingSum2::reset() noexcept {
+    std::fill(ra_.begin(), ra_.end(), 0.0);
+    std::fill(rb_.begin(), rb_.end(), 0.0);
+    pos_ = 0;
+    full_ = false;
+    sa_ = sb_ = 0.0;
+}
+
+static bool valid_volume(double v) noexcept {
+    return v >= 0.0 && v <= std::numeric_limits<double>::max();
+}
+
+[[noreturn]] static void throw_bad(const char *what, const char *rule, double v,
+                                   const std::size_t *index) {
+    std::string msg = std::string(what) + " must be " + rule + ", got " + format_double(v);
+    if (index) msg += " at index " + std::to_string(*index);
+    throw std::invalid_argument(msg);
+}
+
+Vwap::Vwap(std::int64_t window) : sums_(window) {}
+
+double Vwap::update(double price, double volume) {
+    if (!valid_close(price)) throw_bad("price", "finite and > 0", price, nullptr);
+    if (!valid_volume(volume)) throw_bad("volume", "finite and >= 0", volume, nullptr);
+    return update_unchecked(price, volume);
+}
+
+double Vwap::update_unchecked(double price, double volume) noexcept {
+    ++count_;
+    if (!sums_.update(price * volume, volume)) return kNaN;
+    value_ = sums_.b() > 0.0 ? sums_.a() / sums_.b() : kNaN;
+    return value_;
+}
+
+void Vwap::reset() noexcept {
+    sums_.reset();
+    value_ = kNaN;
+    count_ = 0;
+}
+
+Ofi::Ofi(std::int64_t window) : sums_(window) {}
+
+double Ofi::update(double bid_px, double bid_sz, double ask_px, double ask_sz) noexcept {
+    ++count_;
+    if (count_ == 1) {
+        pb_ = bid_px;
+        qb_ = bid_sz;
+        pa_ = ask_px;
+        qa_ = ask_sz;
+        return kNaN;
+    }
+    double e = 0.0;
+    if (bid_px >= pb_) e += bid_sz;
+    if (bid_px <= pb_) e -= qb_;
+    if (ask_px <= pa_) e -= ask_sz;
+    if (ask_px >= pa_) e += qa_;
+    pb_ = bid_px;
+    qb_ = bid_sz;
+    pa_ = ask_px;
+    qa_ = ask_sz;
+    if (!sums_.update(e, 0.0)) return kNaN;
+    value_ = sums_.a();
+    return value_;
+}
+
+void Ofi::reset() noexcept {
+    sums_.reset();
+    pb_ = qb_ = pa_ = qa_ = kNaN;
+    value_ = kNaN;
+    count_ = 0;
+}
+
+// ---------------------------------------------------------------------------
+// Batch kernels for the above
+// ---------------------------------------------------------------------------
+
+void sma(const double *x, std::size_t n, std::int64_t period, double *out, bool lookahead) {
+    check_period("period", period, 1);
+    const std::size_t p = static_cast<std::size_t>(period);
+    const double pd = static_cast<double>(period);
+    if (lookahead && !overlaps(x, out, n) && n >= p) {
+        // S[i] = S[i-1] + (x[i] - x[i-p]) with a 4-step look-ahead (one add per
+        // four outputs on the dependency chain), and an exact re-summation of
+        // the window every 1024 outputs so rounding drift cannot accumulate.
+        for (std::size_t i = 0; i + 1 < p; ++i) out[i] = kNaN;
+        std::size_t i = p - 1;
+        while (i < n) {
+            double sum = 0.0;
+            for (std::size_t j = i + 1 - p; j <= i; ++j) sum += x[j];
+            out[i] = sum / pd;
+            const std::size_t end = std::min(n, i + 1024);
+            std::size_t j = i + 1;
+            for (; j + 4 <= end; j += 4) {
+                const double d0 = x[j] - x[j - p], d1 = x[j + 1] - x[j + 1 - p];
+                const double d2 = x[j + 2] - x[j + 2 - p], d3 = x[j + 3] - x[j + 3 - p];
+                const double s1 = d0 + d1, s2 = s1 + d2, s3 = s2 + d3;
+                out[j] = (sum + d0) / pd;
+                out[j + 1] = (sum + s1) / pd;
+                out[j + 2] = (sum + s2) / pd;
+                sum += s3;
+                out[j + 3] = sum / pd;
+            }
+            for (; j < end; ++j) {
+                sum += x[j] - x[j - p];
+                out[j] = sum / pd;
+            }
+            i = end;
+        }
+        return;
+    }
+    if (overlaps(x, out, n) && p > 1) {  // in place: x[i-p+1] would be overwritten, keep a ring
+        Sma st(period);
+        for (std::size_t i = 0; i < n; ++i) out[i] = st.update(x[i]);
+        return;
+    }
+    double sum = 0.0;
+    std::size_t i = 0;
+    for (; i < n && i + 1 < p; ++i) {
+        sum += x[i];
+        out[i] = kNaN;
+    }
+    for (; i < n; ++i) {
+        sum += x[i];
+        const double v = sum / pd;
+        sum -= x[i + 1 - p];
+        out[i] = v;
+    }
+}
+
+void rsi(const double *x, std::size_t n, std::int64_t period, double *out, bool lookahead) {
+    check_period("period", period, 1);
+    if (n == 0) return;
+    const std::size_t pp = static_cast<std::size_t>(period);
+    const double p = static_cast<double>(period), pm1 = p - 1.0;
+    double prev = x[0];
+    out[0] = kNaN;
+    double gain = 0.0, loss = 0.0;
+    std::size_t i = 1;
+    for (; i < n && i < pp; ++i) {
+        const double d = x[i] - prev;
+        prev = x[i];
+        if (d < 0.0) loss -= d; else gain += d;
+        out[i] = kNaN;
+    }
+    if (i >= n) return;
+    {
+        const double d = x[i] - prev;
+        prev = x[i];
+        if (d < 0.0) loss -= d; else gain += d;
+        loss /= p;
+        gain /= p;
+        const double s = gain + loss;
+        out[i++] = s != 0.0 ? 100.0 * (gain / s) : 0.0;
+    }
+    if (!lookahead) {  // the streaming formula, bit-identical to Rsi::update and TA_RSI
+        for (; i < n; ++i) {
+            const double d = x[i] - prev;
+            prev = x[i];
+            loss *= pm1;
+            gain *= pm1;
+            const double ad = std::fabs(d);  // exact max(-d,0), max(d,0); no branch
+            loss += 0.5 * (ad - d);
+            gain += 0.5 * (d + ad);
+            loss /= p;
+            gain /= p;
+            const double sm = gain + loss;
+            out[i] = sm != 0.0 ? 100.0 * (gain / sm) : 0.0;
+        }
+        return;
+    }
+    // gain/loss = avg (p-1)/p + move/p, two lanes with a 4-step look-ahead.
+    const double c = pm1 / p, inv = 1.0 / p;
+    const double c2 = c * c, c3 = c2 * c, c4 = c2 * c2;
+    auto emit = [&](std::size_t j, double g, double l) {
+        const double sm = g + l;
+        out[j] = sm != 0.0 ? 100.0 * (g / sm) : 0.0;
+    };
+    const bool alias = out == x;
+    for (; !alias && i + 4 <= n; i += 4) {
+        double ug[4], ul[4];
+        for (int k = 0; k < 4; ++k) {
+            const double d = x[i + k] - x[i + k - 1];
+            // (d + |d|)/2 and (|d| - d)/2 are exactly max(d, 0) and max(-d, 0)
+            // (scaling by 2 is exact) and compile without branches, which
+            // would mispredict on every other tick.
+            const double ad = std::fabs(d);
+            ug[k] = (0.5 * (d + ad)) * inv;
+            ul[k] = (0.5 * (ad - d)) * inv;
+        }
+        const double g2 = c * ug[0] + ug[1], g3 = c * g2 + ug[2], g4 = c * g3 + ug[3];
+        const double l2 = c * ul[0] + ul[1], l3 = c * l2 + ul[2], l4 = c * l3 + ul[3];
+        const double G1 = c * gain + ug[0], G2 = c2 * gain + g2, G3 = c3 * gain + g3, G4 = c4 * gain + g4;
+        const double L1 = c * loss + ul[0], L2 = c2 * loss + l2, L3 = c3 * loss + l3, L4 = c4 * loss + l4;
+        emit(i, G1, L1);
+        emit(i + 1, G2, L2);
+        emit(i + 2, G3, L3);
+        emit(i + 3, G4, L4);
+        gain = G4;
+        loss = L4;
+    }
+    if (!alias && i < n) prev = x[i - 1];
+    for (; i < n; ++i) {
+        const double d = x[i] - prev;
+        prev = x[i];
+        gain = c * gain + (d < 0.0 ? 0.0 : d) * inv;
+        loss = c * loss + (d < 0.0 ? -d : 0.0) * inv;
+        emit(i, gain, loss);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Local-state step code for the fused pass and the Bollinger / z-score batch
+// kernels. Each struct performs exactly the floating-point operations of the
+// streaming class of the same name, in the same order (bit-identical; the
+// tests compare them), but lives in registers: a class's members reached
+// through `this` may alias the output arrays, which forces a store and reload
+// on every step and serialises the independent dependency chains.
+// ---------------------------------------------------------------------------
+namespace {
+struct EmaL {
+    std::int64_t period, count = 0;
+    double alpha, sum = 0.0, v = kNaN;
+    explicit EmaL(std::int64_t p) : period(p), alpha(2.0 / (static_cast<double>(p) + 1.0)) {}
+    inline double step(double x) {
+        ++count;
+        if (count < period) {
+            sum += x;
+            return kNaN;
+        }
+        if (count == period) {
+            sum += x;
+            v = sum / static_cast<double>(period);
+            return v;
+        }
+        v = v + alpha * (x - v);
+        return v;
+    }
+};
+struct SmaL {  // ring-free: reads the oldest value from the input series
+    std::int64_t period, count = 0;
+    double pd, sum = 0.0;
+    explicit SmaL(std::int64_t p) : period(p), pd(static_cast<double>(p)) {}
+    inline double step(const double *x, std::size_t i) {
+        ++count;
+        sum += x[i];
+        if (count < period) return kNaN;
+        const double v = sum / pd;
+        sum -= x[i + 1 - static_cast<std::size_t>(period)];
+        return v;
+    }
+};
+struct RsiL {
+    std::int64_t period, count = 0;
+    double p, pm1, prev = kNaN, gain = 0.0, loss = 0.0;
+    explicit RsiL(std::int64_t per) : period(per), p(static_cast<double>(per)), pm1(p - 1.0) {}
+    inline double step(double x) {
+        ++count;
+        if (count == 1) {
+            prev = x;
+            return kNaN;
+        }
+        const double d = x - prev;
+        prev = x;
+        const std::int64_t n = count - 1;
+        if (n > period) {
+            loss *= pm1;
+            gain *= pm1;
+        }
+        const double ad = std::fabs(d);  // exact max(-d, 0), max(d, 0): no branch
+        loss += 0.5 * (ad - d);
+        gain += 0.5 * (d + ad);
+        if (n < period) return kNaN;
+        loss /= p;
+        gain /= p;
+        const double s = gain + loss;
+        return s != 0.0 ? 100.0 * (gain / s) : 0.0;
+    }
+};
+struct AtrL {
+    std::int64_t period, count = 0;
+    double p, pm1, sum = 0.0, prev = kNaN, v = kNaN;
+    explicit AtrL(std::int64_t per) : period(per), p(static_cast<double>(per)), pm1(p - 1.0) {}
+    inline double step(double h, double l, double c) {
+        ++count;
+        if (count == 1) {
+            prev = c;
+            return kNaN;
+        }
+        const double tr = true_range(h, l, prev);
+        prev = c;
+        const std::int64_t n = count - 1;
+        if (n < period) {
+            sum += tr;
+            return kNaN;
+        }
+        if (n == period) {
+            sum += tr;
+            v = sum / p;
+            return v;
+        }
+        v = (v * pm1 + tr) / p;
+        return v;
+    }
+};
+// RollingMoments with the ring emulated on the input series: ring slot j holds
+// the newest x[k] with k % window == j, so a recompute sums slots 0..w-1 in the
+// same order as the class does.
+struct MomL {
+    std::size_t w, until_wrap;
+    double n, mean = 0.0, m2 = 0.0, m2_ref = 0.0;
+    explicit MomL(std::int64_t window)
+        : w(static_cast<std::size_t>(window)), until_wrap(static_cast<std::size_t>(window)),
+          n(static_cast<double>(window)) {}
+    inline void recompute(const double *x, std::size_t i) {
+        // window x[base..i]; x[k] sits in slot k % w; sum slots 0..w-1 in order:
+        // slots 0..r-1 hold x[base+w-r .. i], slots r..w-1 hold x[base .. base+w-r-1]
+        const std::size_t base = i + 1 - w;
+        const std::size_t r = base % w;
+        const double *hi = x + base + w - r, *lo = x + base;
+        double s = 0.0;
+        for (std::size_t j = 0; j < r; ++j) s += hi[j];
+        for (std::size_t j = 0; j < w - r; ++j) s += lo[j];
+        const double mn = s / n;
+        double q = 0.0;
+        for (std::size_t j = 0; j < r; ++j) {
+            const double d = hi[j] - mn;
+            q += d * d;
+        }
+        for (std::size_t j = 0; j < w - r; ++j) {
+            const double d = lo[j] - mn;
+            q += d * d;
+        }
+        mean = mn;
+        m2 = q;
+        m2_ref = q;
+    }
+    // returns true once full; x[i] is the newest value
+    inline bool step(const double *x, std::size_t i) {
+        const bool wrap = --until_wrap == 0;  // the class's ring wraps after this write
+        if (wrap) until_wrap = w;
+        if (i + 1 < w) return false;
+        if (i + 1 == w) {
+            recompute(x, i);
+            return true;
+        }
+        const double xi = x[i], old = x[i - w];
+        const double delta = xi - old;
+        const double new_mean = mean + delta / n;
+        m2 += delta * ((xi - new_mean) + (old - mean));
+        mean = new_mean;
+        if (wrap) {
+            recompute(x, i);
+        } else if (m2 < m2_ref * kCancelGuard) {
+            recompute(x, i);
+        } else {
+            m2_ref = std::max(m2_ref, m2);  // maxsd: this test flips often, a branch mispredicts
+        }
+        return true;
+    }
+    inline double pstd() const { return std::sqrt((m2 > 0.0 ? m2 : 0.0) / n); }
+};
+}  // namespace
+
+// Bollinger, fast form: the exact form's sliding Welford update, but with
+// multiplications by 1/p in place of the three divisions per output (the
+// divider, not the dependency chain, bounds the exact form), the exact
+// re-summation every multiple of the window >= 128 outputs instead of every
+// window, and middle = the Welford mean instead of TA-Lib's running-sum SMA.
+// Agrees with the exact form to ~1e-14 relative.
+static void bollinger_fast(const double *x, std::size_t n, std::int64_t period, double k, double *upper,
+                           double *middle, double *lower) {
+    const std::size_t w = static_cast<std::size_t>(period);
+    const double inv = 1.0 / static_cast<double>(period);
+    double mean = 0.0, m2 = 0.0, m2_ref = 0.0;
+    auto recompute = [&](std::size_t i) {  // window x[i+1-w .. i], chronological order
+        const double *v = x + (i + 1 - w);
+        double sum = 0.0;
+        for (std::size_t j = 0; j < w; ++j) sum += v[j];
+        const double mn = sum * inv;
+        double q = 0.0;
+        for (std::size_t j = 0; j < w; ++j) {
+            const double d = v[j] - mn;
+            q += d * d;
+        }
+        mean = mn;
+        m2 = q;
+        m2_ref = q;
+    };
+    // re-sum every multiple of the window >= 128 outputs (Welford is stable; the
+    // re-sum only bounds the drift of the running mean)
+    const std::size_t every = w * ((127 + w) / w);
+    std::size_t until_wrap = every;
+    for (std::size_t i = 0; i < n; ++i) {
+        if (i + 1 < w) {
+            upper[i] = middle[i] = lower[i] = kNaN;
+            continue;
+        }
+        if (i + 1 == w || --until_wrap == 0) {
+            recompute(i);
+            until_wrap = every;
+        } else {
+            const double xi = x[i], old = x[i - w];
+            const double delta = xi - old;
+            const double new_mean = mean + delta * inv;
+            m2 += delta * ((xi - new_mean) + (old - mean));
+            mean = new_mean;
+            if (m2 < m2_ref * kCancelGuard) {
+                recompute(i);
+            } else {
+                m2_ref = std::max(m2_ref, m2);  // maxsd: no branch to mispredict
+            }
+        }
+        const double wd = k * std::sqrt((m2 > 0.0 ? m2 : 0.0) * inv);
+        upper[i] = mean + wd;
+        middle[i] = mean;
+        lower[i] = mean - wd;
+    }
+}
+
+void bollinger(const double *x, std::size_t n, std::int64_t period, double k, double *upper,
+               double *middle, double *lower, bool fast) {
+    check_period("period", period, 1);
+    if (fast && !(overlaps(x, upper, n) || overlaps(x, middle, n) || overlaps(x, lower, n))) {
+        Bollinger probe(period, k);  // validates k
+        bollinger_fast(x, n, period, k, upper, middle, lower);
+        return;
+    }
+    if (overlaps(x, upper, n) || overlaps(x, middle, n) || overlaps(x, lower, n)) {
+        Bollinger st(period, k);
+        for (std::size_t i = 0; i < n; ++i) {
+            const Bands b = st.update(x[i]);
+            upper[i] = b.upper;
+            middle[i] = b.middle;
+            lower[i] = b.lower;
+        }
+        return;
+    }
+    Bollinger probe(period, k);  // validates k
+    SmaL sm(period);
+    MomL mo(period);
+    for (std::size_t i = 0; i < n; ++i) {
+        const double mid = sm.step(x, i);
+        if (!mo.step(x, i)) {
+            upper[i] = middle[i] = lower[i] = kNaN;
+            continue;
+        }
+        const double w = k * mo.pstd();
+        upper[i] = mid + w;
+        middle[i] = mid;
+        lower[i] = mid - w;
+    }
+}
+
+void zscore(const double *x, std::size_t n, std::int64_t window, double *out) {
+    ZScore st(window);  // validates
+    if (overlaps(x, out, n)) {
+        for (std::size_t i = 0; i < n; ++i) out[i] = st.update(x[i]);
+        return;
+    }
+    MomL mo(window);
+    for (std::size_t i = 0; i < n; ++i) {
+        if (!mo.step(x, i)) {
+            out[i] = kNaN;
+            continue;
+        }
+        const double sd = mo.pstd();
+        out[i] = sd > 0.0 ? (x[i] - mo.mean) / sd : 0.0;
+    }
+}
+
+void vwap(const double *price, const double *volume, std::size_t n, std::int64_t window,
+          double *out) {
+    Vwap st(window);
+    for (std::size_t i = 0; i < n; ++i) {
+        if (!valid_close(price[i])) throw_bad("price", "finite and > 0", price[i], &i);
+        if (!valid_volume(volume[i])) throw_bad("volume", "finite and >= 0", volume[i], &i);
+    }
+    for (std::size_t i = 0; i < n; ++i) out[i] = st.update_unchecked(price[i], volume[i]);
+}
+
+void ofi(const double *bid_px, const double *bid_sz, const double *ask_px, const double *ask_sz,
+         std::size_t n, std::int64_t window, double *out) {
+    Ofi st(window);
+    for (std::size_t i = 0; i < n; ++i) out[i] = st.update(bid_px[i], bid_sz[i], ask_px[i], ask_sz[i]);
+}
+
+void check_fused(const FusedParams &p) {
+    check_period("ema_fast", p.ema_fast, 1);
+    check_period("ema_slow", p.ema_slow, 1);
+    check_period("sma", p.sma, 1);
+    check_period("rsi", p.rsi, 1);
+    check_period("atr", p.atr, 1);
+    check_period("bb", p.bb, 1);
+    check_k(p.bb_k);
+}
+
+namespace {
+struct MomF {  // Welford with 1/w, re-summed every multiple of w >= 128 outputs
+    std::size_t w, every, until;
+    double inv, mean = 0.0, m2 = 0.0, m2_ref = 0.0;
+    explicit MomF(std::int64_t window)
+        : w(static_cast<std::size_t>(window)), every(w * ((127 + w) / w)), until(every),
+          inv(1.0 / static_cast<double>(window)) {}
+    inline void recompute(const double *x, std::size_t i) {
+        const double *v = x + (i + 1 - w);
+        double sum = 0.0;
+        for (std::size_t j = 0; j < w; ++j) sum += v[j];
+        const double mn = sum * inv;
+        double q = 0.0;
+        for (std::size_t j = 0; j < w; ++j) {
+            const double d = v[j] - mn;
+            q += d * d;
+        }
+        mean = mn;
+        m2 = m2_ref = q;
+    }
+    inline bool step(const double *x, std::size_t i) {
+        if (i + 1 < w) return false;
+        if (i + 1 == w || --until == 0) {
+            recompute(x, i);
+            until = every;
+            return true;
+        }
+        const double xi = x[i], old = x[i - w];
+        const double delta = xi - old;
+        const double nm = mean + delta * inv;
+        m2 += delta * ((xi - nm) + (old - mean));
+        mean = nm;
+        if (m2 < m2_ref * kCancelGuard) recompute(x, i);
+        else m2_ref = std::max(m2_ref, m2);
+        return true;
+    }
+    inline double pstd() const { return std::sqrt((m2 > 0.0 ? m2 : 0.0) * inv); }
+};
+}  // namespace
+
+// The fused fast pass: one sweep over memory in blocks of 4096 bars (inputs
+// and outputs of a block stay in L2); inside a block each indicator runs its
+// own loop, in the look-ahead forms of the single-indicator kernels (EMA, ATR
+// and RSI: v = c v + u with a 4-step look-ahead; SMA: running sum with a
+// 4-step look-ahead, re-summed exactly every 1024 outputs; Bollinger: Welford
+// with 1/p). Every indicator's state carries over from block to block.
+static void fused_fast(const double *high, const double *low, const double *x, std::size_t n,
+                       const FusedParams &fp, const FusedOut &o) {
+    constexpr std::size_t B = 4096;
+    struct EmaS {
+        std::size_t p;
+        double alpha, c, sum = 0.0, v = kNaN;
+    };
+    EmaS ema[2] = {{static_cast<std::size_t>(fp.ema_fast), 2.0 / (static_cast<double>(fp.ema_fast) + 1.0), 0.0},
+                   {static_cast<std::size_t>(fp.ema_slow), 2.0 / (static_cast<double>(fp.ema_slow) + 1.0), 0.0}};
+    double *ema_out[2] = {o.ema_fast, o.ema_slow};
+    for (auto &e : ema) e.c = 1.0 - e.alpha;
+    const std::size_t sp = static_cast<std::size_t>(fp.sma);
+    const double sinv = 1.0 / static_cast<double>(fp.sma);
+    double ssum = 0.0;
+    std::size_t sleft = 0;  // outputs left before the next exact re-summation
+    const std::size_t rp = static_cast<std::size_t>(fp.rsi);
+    const double rP = static_cast<double>(fp.rsi), rc = (rP - 1.0) / rP, rinv = 1.0 / rP;
+    double gain = 0.0, loss = 0.0;
+    const std::size_t ap = static_cast<std::size_t>(fp.atr);
+    const double aP = static_cast<double>(fp.atr), ac = (aP - 1.0) / aP, ainv = 1.0 / aP;
+    double asum = 0.0, av = kNaN;
+    MomF mo(fp.bb);
+    const double k = fp.bb_k;
+    auto rsi_out = [&](std::size_t j, double g, double l) {
+        const double sm = g + l;
+        o.rsi[j] = sm != 0.0 ? 100.0 * (g / sm) : 0.0;
+    };
+    for (std::size_t a = 0; a < n; a += B) {
+        const std::size_t b = std::min(n, a + B);
+        // EMA pair
+        for (int e = 0; e < 2; ++e) {
+            EmaS &st = ema[e];
+            double *out = ema_out[e];
+            std::size_t i = a;
+            for (; i < b && i + 1 < st.p; ++i) {
+                st.sum += x[i];
+                out[i] = kNaN;
+            }
+            if (i < b && i + 1 == st.p) {
+                st.sum += x[i];
+                st.v = st.sum / static_cast<double>(st.p);
+                out[i++] = st.v;
+            }
+            if (i < b)
+                st.v = lin_rec4(st.v, st.c, i, b, [&](std::size_t j) { return st.alpha * x[j]; },
+                                [&](std::size_t j, double w) { out[j] = w; });
+        }
+        // SMA
+        {
+            std::size_t i = a;
+            for (; i < b && i + 1 < sp; ++i) o.sma[i] = kNaN;
+            while (i < b) {
+                if (sleft == 0) {
+                    double s2 = 0.0;
+                    for (std::size_t j = i + 1 - sp; j <= i; ++j) s2 += x[j];
+                    ssum = s2;
+                    o.sma[i++] = ssum * sinv;
+                    sleft = 1023;
+                    continue;
+                }
+                const std::size_t end = std::min(b, i + sleft);
+                sleft -= end - i;
+                for (; i + 4 <= end; i += 4) {
+                    const double d0 = x[i] - x[i - sp], d1 = x[i + 1] - x[i + 1 - sp];
+                    const double d2 = x[i + 2] - x[i + 2 - sp], d3 = x[i + 3] - x[i + 3 - sp];
+                    const double s1 = d0 + d1, s2 = s1 + d2, s3 = s2 + d3;
+                    o.sma[i] = (ssum + d0) * sinv;
+                    o.sma[i + 1] = (ssum + s1) * sinv;
+                    o.sma[i + 2] = (ssum + s2) * sinv;
+                    ssum += s3;
+                    o.sma[i + 3] = ssum * sinv;
+                }
+                for (; i < end; ++i) {
+                    ssum += x[i] - x[i - sp];
+                    o.sma[i] = ssum * sinv;
+                }
+            }
+        }
+        // RSI
+        {
+            std::size_t i = a;
+            for (; i < b && i <= rp; ++i) {
+                if (i == 0) {
+                    o.rsi[i] = kNaN;
+                    continue;
+                }
+                const double d = x[i] - x[i - 1], ad = std::fabs(d);
+                loss += 0.5 * (ad - d);
+                gain += 0.5 * (d + ad);
+                if (i < rp) {
+                    o.rsi[i] = kNaN;
+                } else {
+                    loss /= rP;
+                    gain /= rP;
+                    rsi_out(i, gain, loss);
+                }
+            }
+            const double c2 = rc * rc, c3 = c2 * rc, c4 = c2 * c2;
+            for (; i + 4 <= b; i += 4) {
+                double ug[4], ul[4];
+                for (int q = 0; q < 4; ++q) {
+                    const double d = x[i + q] - x[i + q - 1], ad = std::fabs(d);
+                    ug[q] = (0.5 * (d + ad)) * rinv;
+                    ul[q] = (0.5 * (ad - d)) * rinv;
+                }
+                const double g2 = rc * ug[0] + ug[1], g3 = rc * g2 + ug[2], g4 = rc * g3 + ug[3];
+                const double l2 = rc * ul[0] + ul[1], l3 = rc * l2 + ul[2], l4 = rc * l3 + ul[3];
+                rsi_out(i, rc * gain + ug[0], rc * loss + ul[0]);
+                rsi_out(i + 1, c2 * gain + g2, c2 * loss + l2);
+                rsi_out(i + 2, c3 * gain + g3, c3 * loss + l3);
+                gain = c4 * gain + g4;
+                loss = c4 * loss + l4;
+                rsi_out(i + 3, gain, loss);
+            }
+            for (; i < b; ++i) {
+                const double d = x[i] - x[i - 1], ad = std::fabs(d);
+                gain = rc * gain + (0.5 * (d + ad)) * rinv;
+                loss = rc * loss + (0.5 * (ad - d)) * rinv;
+                rsi_out(i, gain, loss);
+            }
+        }
+        // ATR
+        {
+            std::size_t i = a;
+            for (; i < b && i <= ap; ++i) {
+                if (i == 0) {
+                    o.atr[i] = kNaN;
+                    continue;
+                }
+                asum += true_range(high[i], low[i], x[i - 1]);
+                if (i < ap) {
+                    o.atr[i] = kNaN;
+                } else {
+                    av = asum / aP;
+                    o.atr[i] = av;
+                }
+            }
+            if (i < b)
+                av = lin_rec4(av, ac, i, b, [&](std::size_t j) { return true_range(high[j], low[j], x[j - 1]) * ainv; },
+                              [&](std::size_t j, double w) { o.atr[j] = w; });
+        }
+        // Bollinger
+        for (std::size_t i = a; i < b; ++i) {
+            if (mo.step(x, i)) {
+                const double w = k * mo.pstd();
+                o.bb_upper[i] = mo.mean + w;
+                o.bb_middle[i] = mo.mean;
+                o.bb_lower[i] = mo.mean - w;
+            } else {
+                o.bb_upper[i] = o.bb_middle[i] = o.bb_lower[i] = kNaN;
+            }
+        }
+    }
+}
+
+void fused(const double *high, const double *low, const double *close, std::size_t n,
+           const FusedParams &p, const FusedOut &o, bool fast) {
+    check_fused(p);
+    double *outs[] = {o.ema_fast, o.ema_slow, o.sma, o.rsi, o.atr, o.bb_upper, o.bb_middle, o.bb_lower};
+    bool alias = false;
+    for (double *q : outs) alias = alias || overlaps(q, close, n) || overlaps(q, high, n) || overlaps(q, low, n);
+    if (fast && !alias) {
+        fused_fast(high, low, close, n, p, o);
+        return;
+    }
+    if (alias) {  // an output overwrites an input: the ring-buffer classes read each input once
+        Ema ef(p.ema_fast), es(p.ema_slow);
+        Sma sm(p.sma);
+        Rsi rs(p.rsi);
+        Atr at(p.atr);
+        Bollinger bb(p.bb, p.bb_k);
+        for (std::size_t i = 0; i < n; ++i) {
+            const double h = high[i], l = low[i], c = close[i];
+            const double v0 = ef.update(c), v1 = es.update(c), v2 = sm.update(c), v3 = rs.update(c);
+            const double v4 = at.update(h, l, c);
+            const Bands b = bb.update(c);
+            o.ema_fast[i] = v0;
+            o.ema_slow[i] = v1;
+            o.sma[i] = v2;
+            o.rsi[i] = v3;
+            o.atr[i] = v4;
+            o.bb_upper[i] = b.upper;
+            o.bb_middle[i] = b.middle;
+            o.bb_lower[i] = b.lower;
+        }
+        return;
+    }
+    EmaL ef(p.ema_fast), es(p.ema_slow);
+    SmaL sm(p.sma), bsm(p.bb);
+    RsiL rs(p.rsi);
+    AtrL at(p.atr);
+    MomL mo(p.bb);
+    const double k = p.bb_k;
+    for (std::size_t i = 0; i < n; ++i) {
+        const double c = close[i];
+        o.ema_fast[i] = ef.step(c);
+        o.ema_slow[i] = es.step(c);
+        o.sma[i] = sm.step(close, i);
+        o.rsi[i] = rs.step(c);
+        o.atr[i] = at.step(high[i], low[i], c);
+        const double mid = bsm.step(close, i);
+        if (mo.step(close, i)) {
+            const double w = k * mo.pstd();
+            o.bb_upper[i] = mid + w;
+            o.bb_middle[i] = mid;
+            o.bb_lower[i] = mid - w;
+        } else {
+            o.bb_upper[i] = o.bb_middle[i] = o.bb_lower[i] = kNaN;
+        }
+    }
 }
 
 }  // namespace hean

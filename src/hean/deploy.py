@@ -45,7 +45,11 @@ def helm_install_args(marketdata_dir: Path, namespace: str = OPERATOR_NAMESPACE,
     md = str(Path(marketdata_dir).resolve())
     args = ["upgrade", "--install", RELEASE, str(root / "helm" / "hean"), "--namespace", namespace,
             "--create-namespace", "--wait", "--timeout", "180s",
-            "--set", f"worker.marketData.hostPath={md}", "--set", f"worker.marketData.mountPath={md}"]
+            "--set", f"worker.marketData.hostPath={md}", "--set", f"worker.marketData.mountPath={md}",
+            # The local node agent cannot provision PVCs (Redis StatefulSet) and links
+            # mountPaths on the host, where /tmp exists (tmp emptyDir): see docs/helm.md.
+            # On kind, HEAN_HELM_ARGS can turn both back on.
+            "--set", "redis.enabled=false", "--set", "tmpVolume.enabled=false"]
     args += extra or []
     args += shlex.split(os.environ.get("HEAN_HELM_ARGS", ""))
     return args

@@ -145,7 +145,10 @@ def test_examples_apply_and_become_ready(kube, namespace, hean_installed):
              for d in yaml.safe_load_all(f.read_text()) if d and d.get("kind") == "TradingStrategy"]
     assert len(names) == 2
     for n in names:
-        wait_for(lambda: (k.cond(n, "Ready") or {}).get("status") == "True", 120, what=f"{n} Ready=True")
+        # `kubectl wait` works on the Ready condition (kstatus-style summary condition)
+        kube.kubectl("wait", "-n", namespace, "--for=condition=Ready", f"tradingstrategy/{n}", "--timeout=120s",
+                     timeout=150)
+        assert (k.cond(n, "Ready") or {}).get("status") == "True"
         s = k.strategy(n)
         assert s["status"]["observedGeneration"] == s["metadata"]["generation"]
         pod = k.pod(f"{n}-worker")
@@ -155,6 +158,19 @@ def test_examples_apply_and_become_ready(kube, namespace, hean_installed):
     # the printer columns and the category work
     out = kube.kubectl("get", "hean", "-n", namespace, "-o", "wide").stdout
     assert "tradingstrategy" in out.lower() and "riskpolicy" in out.lower() and "symbolquarantine" in out.lower()
+    header = kube.kubectl("get", "tradingstrategies", "-n", namespace, "-o", "wide").stdout.splitlines()[0].split()
+    for col in ("STRATEGY", "MODE", "READY", "RISK", "EQUITY", "PNL", "DRAWDOWN%", "AGE", "SYMBOLS", "HEARTBEAT"):
+        assert col in header, (col, header)
+    # `kubectl describe` explains what happened: conditions and the operator's Events
+    desc = kube.kubectl("describe", "tradingstrategy", "-n", namespace, names[0]).stdout
+    assert "Conditions:" in desc and "WorkerReady" in desc and "PolicyResolved" in desc
+    assert "Events:" in desc and "WorkerCreated" in desc
+    # `kubectl explain` is useful at every level
+    for path in ("tradingstrategy", "tradingstrategy.spec", "tradingstrategy.spec.params.stopLossAtr",
+                 "tradingstrategy.status.conditions", "riskpolicy.spec.hardMaxDrawdownPercent",
+                 "symbolquarantine.spec.ttlSeconds"):
+        text = kube.kubectl("explain", path).stdout
+        assert "DESCRIPTION:" in text and "<empty>" not in text.split("DESCRIPTION:")[1][:200], path
     # equity moves with the replay
     seen = set()
     wait_for(lambda: (seen.add(k.strategy(names[0])["status"].get("equity")), len(seen - {None}) >= 3)[1], 120,

@@ -235,9 +235,9 @@ CEL_MIRRORS: dict[str, CelMirror] = {
     "!(has(self.mode) && self.mode == 'live') || "
     "(has(self.liveConfirmation) && self.liveConfirmation == 'I_UNDERSTAND_LIVE_TRADING')":
         lambda s: s.get("mode") != "live" or s.get("liveConfirmation") == LIVE_PHRASE,
-    "!(has(self.mode) && (self.mode == 'live' || self.mode == 'testnet')) || "
+    "!(has(self.mode) && (self.mode == 'live' || self.mode == 'testnet' || self.mode == 'demo')) || "
     "has(self.credentialsSecretRef)":
-        lambda s: s.get("mode") not in ("live", "testnet") or "credentialsSecretRef" in s,
+        lambda s: s.get("mode") not in ("live", "testnet", "demo") or "credentialsSecretRef" in s,
     "!has(self.emaFastPeriod) || !has(self.emaSlowPeriod) || "
     "self.emaFastPeriod < self.emaSlowPeriod":
         lambda s: "emaFastPeriod" not in s or "emaSlowPeriod" not in s

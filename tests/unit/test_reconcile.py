@@ -54,10 +54,11 @@ def test_structural_hash_ignores_live_tunable_fields():
     assert a != rc.structural_hash(strategy(symbols=["ETHUSDT"])["spec"])
 
 
-def test_live_needs_the_operator_gate_and_testnet_is_refused():
+def test_live_needs_the_operator_gate_and_testnet_needs_live_data():
     cfg = rc.OperatorConfig()
     assert rc.admit(strategy(mode="live")["spec"], cfg).reason == "LiveTradingDisabled"
-    assert rc.admit(strategy(mode="testnet")["spec"], cfg).reason == "ModeNotImplemented"
+    assert rc.admit(strategy(mode="testnet", credentialsSecretRef={"name": "k"})["spec"], cfg).reason \
+        == "LiveMarketDataRequired"
     assert rc.admit(strategy()["spec"], cfg).ok
 
 

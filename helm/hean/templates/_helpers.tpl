@@ -64,3 +64,45 @@ app.kubernetes.io/component: operator
 {{- define "hean.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag | toString) -}}
 {{- end -}}
+
+{{/* Labels of a chart object of another component (redis, tests, dashboards). */}}
+{{- define "hean.componentLabels" -}}
+{{- $ctx := index . 0 -}}
+{{- $labels := include "hean.labelsDict" $ctx | fromYaml -}}
+{{- $_ := set $labels "app.kubernetes.io/component" (index . 1) -}}
+{{- toYaml $labels -}}
+{{- end -}}
+
+{{- define "hean.redisSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "hean.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: redis
+{{- end -}}
+
+{{- define "hean.redisSecretName" -}}
+{{- default (printf "%s-redis" (include "hean.fullname" .)) .Values.redis.auth.existingSecret -}}
+{{- end -}}
+
+{{/* True (non-empty) when monitoring.coreos.com/v1 <kind> may be rendered. */}}
+{{- define "hean.monitoringAPI" -}}
+{{- $ctx := index . 0 -}}
+{{- if or $ctx.Values.metrics.assumeMonitoringAPI ($ctx.Capabilities.APIVersions.Has (printf "monitoring.coreos.com/v1/%s" (index . 1))) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* Namespaces that get a worker NetworkPolicy. */}}
+{{- define "hean.workerNamespaces" -}}
+{{- toJson (uniq (concat .Values.watchNamespaces .Values.networkPolicy.workerNamespaces)) -}}
+{{- end -}}
+
+{{/* The restricted-PSS container securityContext shared by every container. */}}
+{{- define "hean.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}

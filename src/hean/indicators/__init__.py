@@ -51,6 +51,59 @@ Indicators (``period``/``window`` are bar counts in ``[lo, MAX_PERIOD]``):
     NaN before index ``period``. Price units. Sources: J. Welles Wilder, *New
     Concepts in Technical Trading Systems* (1978); TA-Lib ``TA_ATR``/``TA_TRANGE``.
 
+``sma(x, period)``, ``SMA(period)``, period >= 1
+    Simple moving average with TA-Lib's operation order (running sum: add the
+    new value, divide, subtract the oldest), bit-identical to ``TA_SMA``. NaN for
+    i < period-1. Units of ``x``.
+
+``rsi(x, period)``, ``RSI(period)``, period >= 1
+    Wilder's relative strength index, TA-Lib seeding: NaN for i < period;
+    avg gain/loss at index period = simple means of the first ``period``
+    changes; then avg = (avg*(period-1) + move)/period; RSI = 100*g/(g+l) in
+    [0, 100], 0 when g+l == 0 (TA-Lib: when |g+l| < 1e-8). Sources: Wilder
+    (1978); TA-Lib ``TA_RSI``.
+
+``bollinger(x, period, k=2.0)``, ``Bollinger(period, k)``
+    (upper, middle, lower): middle = sma(x, period); upper/lower = middle ±
+    k * population std (ddof=0) of the same window. The std uses the sliding
+    Welford update with exact recompute (TA-Lib's sum-of-squares form cancels
+    on prices; they agree to ~1e-9 relative). Source: J. Bollinger (2001);
+    TA-Lib ``TA_BBANDS`` with SMA.
+
+``zscore(x, window)``, ``ZScore(window)``, window >= 2
+    (x[i] - mean)/pstd over x[i-window+1..i] (ddof=0), 0 when pstd == 0,
+    NaN for i < window-1. Dimensionless.
+
+``vwap(price, volume, window)``, ``VWAP(window)``, window >= 1
+    Rolling volume-weighted average price: sum(price*volume)/sum(volume) over
+    the last ``window`` bars; NaN while warming up or while the window's
+    volume is 0. ``price`` finite > 0 (e.g. the typical price (h+l+c)/3, USDT),
+    ``volume`` finite >= 0 (base coin), else ValueError naming the index.
+    Running sums with an exact recompute every ``window`` bars.
+
+``ofi(bid_px, bid_sz, ask_px, ask_sz, window)``, ``OFI(window)``, window >= 1
+    Order-flow imbalance of top-of-book updates (R. Cont, A. Kukanov, S.
+    Stoikov, "The price impact of order book events", J. Financial
+    Econometrics 12(1), 2014): e[i] = 1{Pb[i]>=Pb[i-1]}qb[i] -
+    1{Pb[i]<=Pb[i-1]}qb[i-1] - 1{Pa[i]<=Pa[i-1]}qa[i] + 1{Pa[i]>=Pa[i-1]}qa[i-1];
+    out[i] = sum of e over the last ``window`` updates, NaN for i < window.
+    Units of size (base coin); positive = net buying pressure.
+
+``fused(high, low, close, ema_fast=20, ema_slow=100, sma=20, rsi=14, atr=14, bb=20, bb_k=2.0, fast=False)``
+    One sweep over the bars computing the EMA pair, SMA, RSI, ATR and
+    Bollinger bands; returns a dict of float64 arrays keyed by ``FUSED_KEYS``,
+    each bit-identical to the single-indicator result (``fast=True``: blocks
+    of 4096 bars, the look-ahead / fast forms, ~1e-14 relative).
+
+Batch vs streaming: every batch kernel is bit-identical to its streaming class
+by default. ``ema``, ``atr``, ``rsi`` and ``sma`` (and their ``_into`` forms) also take
+``lookahead=True``: the same linear recurrence v = c*v + u evaluated with a
+4-step look-ahead (v[i+k] = c^k v[i-1] + s_k), which shortens the serial
+dependency chain ~4x; it changes only the rounding (agreement ~1e-14 relative,
+tested at 1e-12; the SMA form re-sums the window exactly every 1024 outputs). ``fused`` runs the streaming step code, so each of its
+outputs is bit-identical to the streaming class and to the default batch
+function.
+
 Invalid arguments raise ValueError naming the argument and its allowed range:
 ``period must be an integer in [1, 1000000], got 0``, ``window must be an integer
 in [2, 1000000], got 1``, ``low must have the same length as high (10), got 9``,
@@ -65,7 +118,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from hean import _native
-from hean._native import ATR, EMA, MAX_PERIOD, RollingLogReturnStd
+from hean._native import ATR, EMA, MAX_PERIOD, OFI, RSI, SMA, VWAP, Bollinger, RollingLogReturnStd, ZScore
 
 __all__ = [
     "MAX_PERIOD",
@@ -78,6 +131,10 @@ __all__ = [
     "ema_into",
     "rolling_log_return_std",
     "rolling_log_return_std_into",
+    "SMA", "RSI", "Bollinger", "VWAP", "ZScore", "OFI",
+    "sma", "sma_into", "rsi", "rsi_into", "bollinger", "bollinger_into",
+    "vwap", "vwap_into", "zscore", "zscore_into", "ofi", "ofi_into",
+    "fused", "fused_into", "FUSED_KEYS",
 ]
 
 FloatArray = NDArray[np.float64]
@@ -99,25 +156,27 @@ def _check_out(out: Any) -> None:
         raise TypeError(f"out must be a writable C-contiguous numpy float64 array, got {got}")
 
 
-def ema(x: ArrayLike, period: int) -> FloatArray:
+def ema(x: ArrayLike, period: int, lookahead: bool = False) -> FloatArray:
     """Exponential moving average with TA-Lib seeding.
 
     Args:
         x: 1-D values (any units), converted to C-contiguous float64.
         period: bars, in [1, MAX_PERIOD]; alpha = 2/(period+1).
+        lookahead: evaluate (1-alpha)*v + alpha*x with a 4-step look-ahead
+            (~2x faster; ~1e-14 relative from the bit-exact default).
 
     Returns:
         New float64 array, shape ``(len(x),)``, units of ``x``. NaN for
         indices < period-1; out[period-1] = mean(x[:period]); then
         out[i] = out[i-1] + alpha*(x[i] - out[i-1]). Source: TA-Lib TA_EMA.
     """
-    return _native.ema(_as_input("x", x), period)
+    return _native.ema(_as_input("x", x), period, lookahead)
 
 
-def ema_into(x: ArrayLike, period: int, out: FloatArray) -> None:
+def ema_into(x: ArrayLike, period: int, out: FloatArray, lookahead: bool = False) -> None:
     """:func:`ema` written into ``out`` (writable C-contiguous float64, shape ``(len(x),)``)."""
     _check_out(out)
-    _native.ema_into(_as_input("x", x), period, out)
+    _native.ema_into(_as_input("x", x), period, out, lookahead)
 
 
 def rolling_log_return_std(close: ArrayLike, window: int) -> FloatArray:
@@ -145,7 +204,8 @@ def rolling_log_return_std_into(close: ArrayLike, window: int, out: FloatArray) 
     _native.rolling_log_return_std_into(_as_input("close", close), window, out)
 
 
-def atr(high: ArrayLike, low: ArrayLike, close: ArrayLike, period: int) -> FloatArray:
+def atr(high: ArrayLike, low: ArrayLike, close: ArrayLike, period: int,
+        lookahead: bool = False) -> FloatArray:
     """Wilder's average true range, as TA-Lib computes it.
 
     Args:
@@ -161,12 +221,187 @@ def atr(high: ArrayLike, low: ArrayLike, close: ArrayLike, period: int) -> Float
         ``period``. Sources: Wilder (1978); TA-Lib TA_ATR.
     """
     return _native.atr(_as_input("high", high), _as_input("low", low),
-                       _as_input("close", close), period)
+                       _as_input("close", close), period, lookahead)
 
 
 def atr_into(high: ArrayLike, low: ArrayLike, close: ArrayLike, period: int,
-             out: FloatArray) -> None:
+             out: FloatArray, lookahead: bool = False) -> None:
     """:func:`atr` written into ``out`` (writable C-contiguous float64, shape ``(len(high),)``)."""
     _check_out(out)
     _native.atr_into(_as_input("high", high), _as_input("low", low),
-                     _as_input("close", close), period, out)
+                     _as_input("close", close), period, out, lookahead)
+
+
+# ---------------------------------------------------------------------------
+# SMA, RSI, Bollinger, z-score, VWAP, OFI, fused
+# ---------------------------------------------------------------------------
+
+#: Keys of the dict returned by :func:`fused`.
+FUSED_KEYS = ("ema_fast", "ema_slow", "sma", "rsi", "atr", "bb_upper", "bb_middle", "bb_lower")
+
+
+def sma(x: ArrayLike, period: int, lookahead: bool = False) -> FloatArray:
+    """Simple moving average (TA-Lib ``TA_SMA``, bit-identical).
+
+    Args:
+        x: 1-D values, converted to C-contiguous float64.
+        period: bars, in [1, MAX_PERIOD].
+        lookahead: S += x[i] - x[i-period] with a 4-step look-ahead and an exact
+            re-summation every 1024 outputs (~2x faster; ~1e-15 relative, not
+            TA-Lib's bits).
+
+    Returns:
+        float64 array, shape ``(len(x),)``, units of ``x``; NaN for i < period-1.
+    """
+    return _native.sma(_as_input("x", x), period, lookahead)
+
+
+def sma_into(x: ArrayLike, period: int, out: FloatArray, lookahead: bool = False) -> None:
+    """:func:`sma` written into ``out`` (writable C-contiguous float64, shape ``(len(x),)``)."""
+    _check_out(out)
+    _native.sma_into(_as_input("x", x), period, out, lookahead)
+
+
+def rsi(x: ArrayLike, period: int = 14, lookahead: bool = False) -> FloatArray:
+    """Wilder's RSI with TA-Lib seeding (``TA_RSI``).
+
+    Args:
+        x: 1-D prices, converted to C-contiguous float64.
+        period: bars, in [1, MAX_PERIOD].
+
+    Returns:
+        float64 array, shape ``(len(x),)``, values in [0, 100]; NaN for i < period.
+    """
+    return _native.rsi(_as_input("x", x), period, lookahead)
+
+
+def rsi_into(x: ArrayLike, period: int, out: FloatArray, lookahead: bool = False) -> None:
+    """:func:`rsi` written into ``out`` (writable C-contiguous float64, shape ``(len(x),)``)."""
+    _check_out(out)
+    _native.rsi_into(_as_input("x", x), period, out, lookahead)
+
+
+def bollinger(x: ArrayLike, period: int = 20, k: float = 2.0,
+              fast: bool = False) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Bollinger bands.
+
+    Args:
+        x: 1-D prices, converted to C-contiguous float64.
+        period: window in bars, in [1, MAX_PERIOD].
+        k: band width in population standard deviations, in [0, 1000].
+        fast: the same sliding Welford update and exact re-summation on every
+            wrap, with multiplications by 1/period instead of the three
+            divisions per output, and middle = the Welford mean instead of the
+            running-sum SMA; ~1e-15 relative from the default, not bit-identical.
+
+    Returns:
+        ``(upper, middle, lower)``, float64 arrays of shape ``(len(x),)`` in the
+        units of ``x``; middle = sma(x, period); NaN for i < period-1.
+    """
+    return _native.bollinger(_as_input("x", x), period, float(k), fast)
+
+
+def bollinger_into(x: ArrayLike, period: int, k: float, upper: FloatArray, middle: FloatArray,
+                   lower: FloatArray, fast: bool = False) -> None:
+    """:func:`bollinger` written into three caller arrays (writable C-contiguous float64)."""
+    for o in (upper, middle, lower):
+        _check_out(o)
+    _native.bollinger_into(_as_input("x", x), period, float(k), upper, middle, lower, fast)
+
+
+def zscore(x: ArrayLike, window: int) -> FloatArray:
+    """Rolling z-score (x - mean)/pstd over the last ``window`` values (ddof=0).
+
+    Returns a float64 array of shape ``(len(x),)``, dimensionless; 0 where the
+    window's std is 0; NaN for i < window-1. window in [2, MAX_PERIOD].
+    """
+    return _native.zscore(_as_input("x", x), window)
+
+
+def zscore_into(x: ArrayLike, window: int, out: FloatArray) -> None:
+    """:func:`zscore` written into ``out``."""
+    _check_out(out)
+    _native.zscore_into(_as_input("x", x), window, out)
+
+
+def vwap(price: ArrayLike, volume: ArrayLike, window: int) -> FloatArray:
+    """Rolling volume-weighted average price.
+
+    Args:
+        price: 1-D prices (finite, > 0), e.g. typical price (h+l+c)/3, USDT.
+        volume: 1-D volumes (finite, >= 0), base coin, same length.
+        window: bars, in [1, MAX_PERIOD].
+
+    Returns:
+        float64 array, shape ``(len(price),)``, price units:
+        sum(price*volume)/sum(volume) over the last ``window`` bars; NaN for
+        i < window-1 and where the window's volume is 0. ValueError naming the
+        first bad index (nothing written) for an invalid price or volume.
+    """
+    return _native.vwap(_as_input("price", price), _as_input("volume", volume), window)
+
+
+def vwap_into(price: ArrayLike, volume: ArrayLike, window: int, out: FloatArray) -> None:
+    """:func:`vwap` written into ``out``."""
+    _check_out(out)
+    _native.vwap_into(_as_input("price", price), _as_input("volume", volume), window, out)
+
+
+def ofi(bid_px: ArrayLike, bid_sz: ArrayLike, ask_px: ArrayLike, ask_sz: ArrayLike,
+        window: int = 1) -> FloatArray:
+    """Order-flow imbalance (Cont, Kukanov & Stoikov 2014) of top-of-book updates.
+
+    Args:
+        bid_px, bid_sz, ask_px, ask_sz: 1-D best bid/ask price (USDT) and size
+            (base coin) per book update, equal lengths.
+        window: number of updates summed, in [1, MAX_PERIOD].
+
+    Returns:
+        float64 array, shape ``(len(bid_px),)``, base-coin size; NaN for i < window.
+    """
+    return _native.ofi(_as_input("bid_px", bid_px), _as_input("bid_sz", bid_sz),
+                       _as_input("ask_px", ask_px), _as_input("ask_sz", ask_sz), window)
+
+
+def ofi_into(bid_px: ArrayLike, bid_sz: ArrayLike, ask_px: ArrayLike, ask_sz: ArrayLike,
+             window: int, out: FloatArray) -> None:
+    """:func:`ofi` written into ``out``."""
+    _check_out(out)
+    _native.ofi_into(_as_input("bid_px", bid_px), _as_input("bid_sz", bid_sz),
+                     _as_input("ask_px", ask_px), _as_input("ask_sz", ask_sz), window, out)
+
+
+def fused(high: ArrayLike, low: ArrayLike, close: ArrayLike, *, ema_fast: int = 20,
+          ema_slow: int = 100, sma: int = 20, rsi: int = 14, atr: int = 14, bb: int = 20,
+          bb_k: float = 2.0, fast: bool = False) -> dict[str, FloatArray]:
+    """Several indicators in one sweep over the bars.
+
+    Args:
+        high, low, close: 1-D bar prices of equal length (float64).
+        ema_fast, ema_slow, sma, rsi, atr, bb: periods in bars; bb_k band width.
+        fast: sweep memory once in blocks of 4096 bars and run each
+            indicator's look-ahead / fast form over the block (EMA, ATR, RSI,
+            SMA ``lookahead=True``; Bollinger ``fast=True``), state carried
+            between blocks: ~1e-14 relative from the default, not bit-identical.
+
+    Returns:
+        dict keyed by :data:`FUSED_KEYS`, each a float64 array of shape
+        ``(len(close),)`` bit-identical to the single-indicator function's
+        default (``lookahead=False``) result
+        (ema(close, ema_fast), ema(close, ema_slow), sma(close, sma), rsi(close,
+        rsi), atr(high, low, close, atr), bollinger(close, bb, bb_k)).
+    """
+    return _native.fused(_as_input("high", high), _as_input("low", low), _as_input("close", close),
+                         ema_fast, ema_slow, sma, rsi, atr, bb, float(bb_k), fast)
+
+
+def fused_into(high: ArrayLike, low: ArrayLike, close: ArrayLike, out: dict[str, FloatArray], *,
+               ema_fast: int = 20, ema_slow: int = 100, sma: int = 20, rsi: int = 14, atr: int = 14,
+               bb: int = 20, bb_k: float = 2.0, fast: bool = False) -> None:
+    """:func:`fused` written into ``out``, a dict of caller arrays keyed by :data:`FUSED_KEYS`."""
+    for key in FUSED_KEYS:
+        if key not in out:
+            raise ValueError(f"out is missing the key {key!r}")
+        _check_out(out[key])
+    _native.fused_into(_as_input("high", high), _as_input("low", low), _as_input("close", close),
+                       ema_fast, ema_slow, sma, rsi, atr, bb, float(bb_k), out, fast)

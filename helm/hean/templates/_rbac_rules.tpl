@@ -1,0 +1,32 @@
+{{/* Rules the operator needs in every namespace it manages (namespaced resources). */}}
+{{- define "hean.operatorNamespacedRules" -}}
+  # The custom resources it reconciles.
+  - apiGroups: ["hean.io"]
+    resources: ["tradingstrategies", "riskpolicies", "symbolquarantines"]
+    verbs: ["get", "list", "watch", "patch", "update"]
+  - apiGroups: ["hean.io"]
+    resources: ["tradingstrategies/status", "riskpolicies/status", "symbolquarantines/status"]
+    verbs: ["get", "patch", "update"]
+  # Worker pods and their identities.
+  - apiGroups: [""]
+    resources: ["pods"]
+    verbs: ["get", "list", "watch", "create", "delete", "patch"]
+  - apiGroups: [""]
+    resources: ["serviceaccounts"]
+    verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  - apiGroups: ["rbac.authorization.k8s.io"]
+    resources: ["roles", "rolebindings"]
+    verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  # Events (kopf posts core/v1 Events; newer clients use events.k8s.io).
+  - apiGroups: [""]
+    resources: ["events"]
+    verbs: ["create", "patch"]
+  - apiGroups: ["events.k8s.io"]
+    resources: ["events"]
+    verbs: ["create", "patch"]
+  {{- if .Values.rbac.leases }}
+  - apiGroups: ["coordination.k8s.io"]
+    resources: ["leases"]
+    verbs: ["get", "list", "watch", "create", "update"]
+  {{- end }}
+{{- end -}}

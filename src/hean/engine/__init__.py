@@ -1,0 +1,43 @@
+"""hean's native engine core (C++ via :mod:`hean._native`) with pure-Python references.
+
+* :mod:`hean.engine.replay`: :class:`NativeEngine` (per-candle, for the live worker)
+  and :func:`replay` (a whole recorded stream in one call), fill-for-fill identical
+  to :class:`hean.worker.engine.Engine`.
+* :mod:`hean.engine.book`: the L2 :class:`OrderBook` for Bybit v5 snapshots/deltas,
+  the :class:`PaperMatcher` (market/limit/IOC/FOK/PostOnly/reduce-only, queue
+  position, exact fees, Bybit retCodes), readers for recorded book data and a
+  pure-Python :class:`ReferenceBook`; :func:`replay_market` feeds recorded book and
+  trade frames through a matcher with a Python strategy hook.
+"""
+
+from hean.engine.book import OrderBook, PaperMatcher, ReferenceBook, matcher_for, replay_market
+from hean.engine.replay import (
+    FILL_REASONS,
+    REASONS,
+    REJECTS,
+    RISK_STATES,
+    NativeEngine,
+    ReplayInput,
+    ReplayResult,
+    impulse_strategy,
+    merge_klines,
+    replay,
+)
+
+__all__ = [
+    "OrderBook",
+    "PaperMatcher",
+    "ReferenceBook",
+    "matcher_for",
+    "replay_market",
+    "FILL_REASONS",
+    "REASONS",
+    "REJECTS",
+    "RISK_STATES",
+    "NativeEngine",
+    "ReplayInput",
+    "ReplayResult",
+    "impulse_strategy",
+    "merge_klines",
+    "replay",
+]

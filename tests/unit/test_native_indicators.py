@@ -1,0 +1,323 @@
+"""SMA, RSI, Bollinger, z-score, VWAP, OFI, the fused pass and the look-ahead
+batch forms: native batch == native streaming (bit for bit) == pure-Python
+reference (1e-12 relative), plus numpy / TA-Lib / hand-computed cross-checks on
+recorded Bybit 1-minute candles."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hean import indicators as ind
+from hean.indicators import reference as ref
+
+MARKETDATA = Path(__file__).resolve().parents[2].parent / "shared" / "marketdata"
+KLINES = MARKETDATA / "bybit" / "klines"
+N = 20_000  # candles per symbol (the pure-Python reference is the slow side)
+RTOL = 1e-12
+
+_CACHE: dict[str, dict[str, np.ndarray]] = {}
+
+
+def _load(symbol: str) -> dict[str, np.ndarray]:
+    path = KLINES / f"{symbol}_1m.csv"
+    if not path.is_file():
+        pytest.skip(f"recorded market data not found at {path}")
+    cols: dict[str, list[float]] = {"high": [], "low": [], "close": [], "volume": []}
+    with path.open(newline="") as fh:
+        for i, row in enumerate(csv.DictReader(fh)):
+            if i >= N:
+                break
+            for k in cols:
+                cols[k].append(float(row[k]))
+    return {k: np.asarray(v, dtype=np.float64) for k, v in cols.items()}
+
+
+@pytest.fixture(params=["BTCUSDT", "ETHUSDT"])
+def bars(request) -> dict[str, np.ndarray]:
+    if request.param not in _CACHE:
+        _CACHE[request.param] = _load(request.param)
+    return _CACHE[request.param]
+
+
+def assert_close(actual, expected, rtol: float = RTOL, atol: float = 0.0) -> None:
+    a = np.asarray(actual, dtype=np.float64)
+    b = np.asarray(expected, dtype=np.float64)
+    assert a.shape == b.shape
+    na, nb = np.isnan(a), np.isnan(b)
+    assert np.array_equal(na, nb), f"NaN positions differ first at {int(np.flatnonzero(na != nb)[0])}"
+    diff = np.abs(a[~na] - b[~nb])
+    scale = np.maximum(np.abs(a[~na]), np.abs(b[~nb]))
+    bad = diff > np.maximum(rtol * scale, atol)
+    assert not bad.any(), f"{int(bad.sum())} values differ; max rel {float((diff / np.where(scale > 0, scale, 1)).max()):.3g}"
+
+
+def stream(obj, *cols) -> np.ndarray:
+    return np.array([obj.update(*v) for v in zip(*[np.asarray(c).tolist() for c in cols])], dtype=np.float64)
+
+
+def leading_nans(a) -> int:
+    f = np.flatnonzero(~np.isnan(np.asarray(a)))
+    return int(f[0]) if f.size else len(a)
+
+
+# ---------------------------------------------------------------------------
+# batch == streaming == reference
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("period", [1, 2, 20, 200])
+def test_sma(bars, period):
+    x = bars["close"]
+    b = ind.sma(x, period)
+    assert np.array_equal(b, stream(ind.SMA(period), x), equal_nan=True)
+    assert_close(b, ref.sma(x.tolist(), period))
+    assert leading_nans(b) == period - 1
+    # against a fresh mean per window
+    w = np.lib.stride_tricks.sliding_window_view(x, period).mean(axis=1)
+    assert_close(b[period - 1:], w, rtol=1e-11)
+
+
+@pytest.mark.parametrize("period", [1, 2, 14, 100])
+def test_rsi(bars, period):
+    x = bars["close"]
+    b = ind.rsi(x, period)
+    assert np.array_equal(b, stream(ind.RSI(period), x), equal_nan=True)
+    assert_close(b, ref.rsi(x.tolist(), period))
+    assert leading_nans(b) == period
+    assert np.nanmin(b) >= 0 and np.nanmax(b) <= 100
+
+
+@pytest.mark.parametrize("period,k", [(2, 1.0), (20, 2.0), (100, 2.5)])
+def test_bollinger(bars, period, k):
+    x = bars["close"]
+    u, m, lo = ind.bollinger(x, period, k)
+    st = ind.Bollinger(period, k)
+    rows = [st.update(v) for v in x.tolist()]
+    assert np.array_equal(u, [r[0] for r in rows], equal_nan=True)
+    assert np.array_equal(m, [r[1] for r in rows], equal_nan=True)
+    assert np.array_equal(lo, [r[2] for r in rows], equal_nan=True)
+    ru, rm, rl = ref.bollinger(x.tolist(), period, k)
+    assert_close(u, ru)
+    assert_close(m, rm)
+    assert_close(lo, rl)
+    assert np.array_equal(m, ind.sma(x, period), equal_nan=True)
+    sd = np.lib.stride_tricks.sliding_window_view(x, period).std(axis=1)
+    assert_close((u - m)[period - 1:], k * sd, rtol=1e-8, atol=1e-9)
+
+
+def test_bollinger_fast_form(bars):
+    x = bars["close"]
+    for p in (1, 2, 20, 100, 300):
+        exact = ind.bollinger(x, p, 2.0)
+        fast = ind.bollinger(x, p, 2.0, fast=True)
+        for a, b in zip(exact, fast):
+            assert_close(b, a)
+        outs = [np.empty_like(x) for _ in range(3)]
+        ind.bollinger_into(x, p, 2.0, *outs, fast=True)
+        for a, b in zip(outs, fast):
+            assert np.array_equal(a, b, equal_nan=True)
+    # flat stretches and a 1e5x jump: the exact two-pass fallback keeps it right
+    y = np.r_[np.full(300, 5.0), np.full(300, 5e5), np.linspace(1.0, 2.0, 300)]
+    for a, b in zip(ind.bollinger(y, 10, 2.0), ind.bollinger(y, 10, 2.0, fast=True)):
+        assert_close(b, a, atol=1e-9)
+
+
+@pytest.mark.parametrize("window", [2, 20, 300])
+def test_zscore(bars, window):
+    x = bars["close"]
+    z = ind.zscore(x, window)
+    assert np.array_equal(z, stream(ind.ZScore(window), x), equal_nan=True)
+    assert_close(z, ref.zscore(x.tolist(), window))
+    v = np.lib.stride_tricks.sliding_window_view(x, window)
+    sd = v.std(axis=1)
+    expect = np.where(sd > 0, (x[window - 1:] - v.mean(axis=1)) / np.where(sd > 0, sd, 1), 0.0)
+    assert_close(z[window - 1:], expect, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("window", [1, 5, 60])
+def test_vwap(bars, window):
+    tp = (bars["high"] + bars["low"] + bars["close"]) / 3
+    vol = bars["volume"]
+    b = ind.vwap(tp, vol, window)
+    assert np.array_equal(b, stream(ind.VWAP(window), tp, vol), equal_nan=True)
+    assert_close(b, ref.vwap(tp.tolist(), vol.tolist(), window))
+    pv = np.lib.stride_tricks.sliding_window_view(tp * vol, window).sum(axis=1)
+    vv = np.lib.stride_tricks.sliding_window_view(vol, window).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        expect = np.where(vv > 0, pv / vv, np.nan)
+    assert_close(b[window - 1:], expect, rtol=1e-9)
+
+
+def _book_series(n=5000, seed=7):
+    rng = np.random.default_rng(seed)
+    mid = 100 + np.cumsum(rng.integers(-1, 2, n)) * 0.5
+    spread = rng.integers(1, 3, n) * 0.5
+    return mid - spread / 2, rng.integers(1, 50, n).astype(float), mid + spread / 2, rng.integers(1, 50, n).astype(float)
+
+
+@pytest.mark.parametrize("window", [1, 3, 100])
+def test_ofi(window):
+    bp, bs, ap, as_ = _book_series()
+    b = ind.ofi(bp, bs, ap, as_, window)
+    assert np.array_equal(b, stream(ind.OFI(window), bp, bs, ap, as_), equal_nan=True)
+    assert_close(b, ref.ofi(bp.tolist(), bs.tolist(), ap.tolist(), as_.tolist(), window))
+    e = ((bp[1:] >= bp[:-1]) * bs[1:] - (bp[1:] <= bp[:-1]) * bs[:-1]
+         - (ap[1:] <= ap[:-1]) * as_[1:] + (ap[1:] >= ap[:-1]) * as_[:-1])
+    expect = np.convolve(e, np.ones(window))[window - 1:len(e)]
+    assert leading_nans(b) == window
+    assert_close(b[window:], expect, atol=1e-9)
+
+
+def test_ofi_hand_example():
+    # bid up with new size, ask unchanged: e = +qb_new - 0 - qa_new + qa_old
+    out = ind.ofi([10.0, 10.5], [3.0, 4.0], [11.0, 11.0], [5.0, 2.0], 1)
+    assert np.isnan(out[0]) and out[1] == 4.0 - 2.0 + 5.0
+
+
+def test_fused_equals_single_indicators(bars):
+    h, lo, c = bars["high"], bars["low"], bars["close"]
+    f = ind.fused(h, lo, c, ema_fast=12, ema_slow=48, sma=30, rsi=14, atr=14, bb=20, bb_k=2.0)
+    assert set(f) == set(ind.FUSED_KEYS)
+    assert np.array_equal(f["ema_fast"], ind.ema(c, 12), equal_nan=True)
+    assert np.array_equal(f["ema_slow"], ind.ema(c, 48), equal_nan=True)
+    assert np.array_equal(f["sma"], ind.sma(c, 30), equal_nan=True)
+    assert np.array_equal(f["rsi"], ind.rsi(c, 14), equal_nan=True)
+    assert np.array_equal(f["atr"], ind.atr(h, lo, c, 14), equal_nan=True)
+    u, m, lw = ind.bollinger(c, 20, 2.0)
+    assert np.array_equal(f["bb_upper"], u, equal_nan=True)
+    assert np.array_equal(f["bb_middle"], m, equal_nan=True)
+    assert np.array_equal(f["bb_lower"], lw, equal_nan=True)
+    r = ref.fused(h[:3000].tolist(), lo[:3000].tolist(), c[:3000].tolist(), ema_fast=12, ema_slow=48, sma=30)
+    for k in ind.FUSED_KEYS:
+        assert_close(f[k][:3000] if k not in ("ema_fast", "ema_slow", "sma") else f[k][:3000], r[k])
+    fast = ind.fused(h, lo, c, ema_fast=12, ema_slow=48, sma=30, rsi=14, atr=14, bb=20, bb_k=2.0, fast=True)
+    for k in ind.FUSED_KEYS:
+        assert_close(fast[k], f[k])
+    out = {k: np.full(len(c), -1.0) for k in ind.FUSED_KEYS}
+    ind.fused_into(h, lo, c, out, ema_fast=12, ema_slow=48, sma=30, fast=True)
+    for k in ind.FUSED_KEYS:
+        assert np.array_equal(out[k], fast[k], equal_nan=True)
+    ind.fused_into(h, lo, c, out, ema_fast=12, ema_slow=48, sma=30)
+    for k in ind.FUSED_KEYS:
+        assert np.array_equal(out[k], f[k], equal_nan=True)
+
+
+def test_fused_fast_with_periods_across_blocks(bars):
+    # the fast pass works in blocks of 4096 bars: warm-ups longer than a block
+    h, lo, c = bars["high"], bars["low"], bars["close"]
+    kw = dict(ema_fast=4097, ema_slow=9000, sma=5000, rsi=4500, atr=4096, bb=4200, bb_k=1.5)
+    exact, fast = ind.fused(h, lo, c, **kw), ind.fused(h, lo, c, fast=True, **kw)
+    for k in ind.FUSED_KEYS:
+        assert_close(fast[k], exact[k])
+    small = ind.fused(h[:3], lo[:3], c[:3], fast=True)
+    assert all(np.isnan(v).all() for k, v in small.items() if k != "rsi")
+
+
+@pytest.mark.parametrize("name", ["ema", "atr", "rsi", "sma"])
+def test_lookahead_forms_agree(bars, name):
+    h, lo, c = bars["high"], bars["low"], bars["close"]
+    for p in (1, 2, 14, 100):
+        if name == "atr":
+            exact, fast = ind.atr(h, lo, c, p), ind.atr(h, lo, c, p, lookahead=True)
+        else:
+            fn = getattr(ind, name)
+            exact, fast = fn(c, p), fn(c, p, lookahead=True)
+        assert_close(fast, exact)
+        # in place (out aliases the input) gives the same answer
+        if name != "atr":
+            y = c.copy()
+            getattr(ind, name + "_into")(y, p, y, lookahead=True)
+            assert_close(y, exact)
+
+
+def test_into_variants(bars):
+    c = bars["close"]
+    for fn, args in ((ind.sma_into, (20,)), (ind.rsi_into, (14,)), (ind.zscore_into, (20,))):
+        out = np.empty_like(c)
+        fn(c, *args, out)
+        assert np.array_equal(out, getattr(ind, fn.__name__.removesuffix("_into"))(c, *args), equal_nan=True)
+        y = c.copy()
+        fn(y, *args, y)  # in place
+        assert np.array_equal(y, out, equal_nan=True)
+    u, m, lo = (np.empty_like(c) for _ in range(3))
+    ind.bollinger_into(c, 20, 2.0, u, m, lo)
+    assert np.array_equal(m, ind.sma(c, 20), equal_nan=True)
+    out = np.empty_like(c)
+    ind.vwap_into(c, bars["volume"], 10, out)
+    assert np.array_equal(out, ind.vwap(c, bars["volume"], 10), equal_nan=True)
+
+
+# ---------------------------------------------------------------------------
+# TA-Lib cross-checks (seeding notes in hean.indicators)
+# ---------------------------------------------------------------------------
+
+
+def test_against_talib(bars):
+    talib = pytest.importorskip("talib")
+    h, lo, c = bars["high"], bars["low"], bars["close"]
+    for p in (2, 14, 30):
+        assert np.array_equal(ind.sma(c, p), talib.SMA(c, timeperiod=p), equal_nan=True)  # same op order
+        assert_close(ind.rsi(c, p), talib.RSI(c, timeperiod=p))
+        assert_close(ind.rsi(c, p, lookahead=True), talib.RSI(c, timeperiod=p))
+        assert_close(ind.ema(c, p, lookahead=True), talib.EMA(c, timeperiod=p))
+        assert_close(ind.sma(c, p, lookahead=True), talib.SMA(c, timeperiod=p))
+        assert_close(ind.atr(h, lo, c, p, lookahead=True), talib.ATR(h, lo, c, timeperiod=p))
+    u, m, lw = ind.bollinger(c, 20, 2.0)
+    tu, tm, tl = talib.BBANDS(c, timeperiod=20, nbdevup=2.0, nbdevdn=2.0, matype=0)
+    assert np.array_equal(m, tm, equal_nan=True)
+    # TA-Lib's sum-of-squares variance cancels on ~1e5 prices: only ~1e-9 agreement
+    assert_close(u, tu, rtol=1e-9)
+    assert_close(lw, tl, rtol=1e-9)
+
+
+# ---------------------------------------------------------------------------
+# errors and edge cases
+# ---------------------------------------------------------------------------
+
+
+def test_argument_errors():
+    x = np.arange(1.0, 11.0)
+    with pytest.raises(ValueError, match=r"period must be an integer in \[1, 1000000\], got 0"):
+        ind.sma(x, 0)
+    with pytest.raises(ValueError, match=r"window must be an integer in \[2, 1000000\], got 1"):
+        ind.zscore(x, 1)
+    with pytest.raises(ValueError, match=r"k must be a finite number"):
+        ind.bollinger(x, 5, float("nan"))
+    with pytest.raises(ValueError, match=r"volume must be finite and >= 0, got -1.0 at index 3"):
+        v = np.ones(10)
+        v[3] = -1
+        ind.vwap(x, v, 2)
+    with pytest.raises(ValueError, match=r"price must be finite and > 0, got nan at index 0"):
+        ind.vwap(np.r_[np.nan, x[1:]], np.ones(10), 2)
+    with pytest.raises(ValueError, match="volume must have the same length as price"):
+        ind.vwap(x, np.ones(9), 2)
+    with pytest.raises(ValueError, match="ask_sz must have the same length as bid_px"):
+        ind.ofi(x, x, x, x[:5], 2)
+    with pytest.raises(ValueError, match=r"out must have length 10"):
+        ind.sma_into(x, 2, np.empty(9))
+    with pytest.raises(TypeError):
+        ind.rsi_into(x, 2, np.empty(10, dtype=np.float32))
+    with pytest.raises(ValueError, match="missing the key"):
+        ind.fused_into(x, x, x, {"ema_fast": np.empty(10)})
+    st = ind.VWAP(3)
+    with pytest.raises(ValueError, match="price must be finite and > 0, got inf"):
+        st.update(float("inf"), 1.0)
+    assert st.count == 0
+    for cls in (ref.VWAP,):
+        with pytest.raises(ValueError, match="volume must be finite and >= 0"):
+            cls(3).update(1.0, float("nan"))
+
+
+def test_flat_series_edge_cases():
+    x = np.full(50, 7.25)
+    assert np.all(ind.rsi(x, 14)[14:] == 0.0)  # TA-Lib convention for no movement
+    assert np.all(ind.zscore(x, 10)[9:] == 0.0)
+    u, m, lo = ind.bollinger(x, 10, 2.0)
+    assert np.all(u[9:] == 7.25) and np.all(lo[9:] == 7.25)
+    assert np.all(np.isnan(ind.vwap(x, np.zeros(50), 5)))
+    assert np.array_equal(ind.sma(np.array([]), 3), np.array([]))
+    assert ind.rsi(np.array([1.0]), 14).tolist() != [0.0]

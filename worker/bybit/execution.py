@@ -1,0 +1,338 @@
+"""Exchange execution and reconciliation for ``testnet``, ``demo`` and ``live``.
+
+Orders (from :class:`hean.worker.engine.Engine`, through ``engine.executor``) go to
+Bybit with pybit ``HTTP.place_order`` and a deterministic orderLinkId
+(:mod:`orderlink`). The rules that make a retry, a timeout or a restart unable to
+place a second order:
+
+* the id is persisted before the first attempt and reused for every attempt of the
+  same order;
+* when the outcome of a create is unknown (timeout, HTTP 5xx, dropped connection)
+  the order is *looked up by orderLinkId* (``/v5/order/realtime``) before anything
+  else; only if the exchange does not know it after ``lookup_attempts`` is it sent
+  again, with the same id (a duplicate would be refused with 110072, which is then
+  resolved by another lookup);
+* fills come from the private WebSocket ``execution`` topic (REST
+  ``/v5/execution/list`` is the fallback at reconciliation) and are booked exactly
+  once, keyed by ``execId``.
+
+Rejections (10001, 10003, 10004, 110007, ...) fail fast: the engine's pending slot is
+released, the reject is counted under a bounded label and logged once.
+
+Reconciliation (:meth:`ExchangeExecution.reconcile`, at start and every
+``HEAN_BYBIT_RECONCILE_SECONDS``) reads open orders, positions and recent executions
+and repairs the worker toward the exchange: missed fills are booked, unknown open
+orders of this strategy adopted, finished orders released, and a remaining position
+difference is booked as a zero-fee adjustment fill at the exchange's average price.
+Every repair is logged, counted and reported (the worker posts an Event). A worker
+that cannot reconcile does not open positions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass
+from decimal import Decimal
+
+from ..engine import Engine, Order
+from ..ledger import ZERO, Fill, LedgerError
+from .client import BybitClient, OutcomeUnknown, RateLimited, Rejected, Unavailable
+from .orderlink import OrderLinkIds
+
+log = logging.getLogger("hean.worker.bybit")
+
+OPEN_STATES = {"New", "PartiallyFilled", "Untriggered", "Created"}
+DONE_STATES = {"Filled", "Cancelled", "Rejected", "PartiallyFilledCanceled", "Deactivated"}
+
+
+@dataclass
+class Tracked:
+    order: Order
+    state: str = "sending"  # sending -> open -> done | unknown
+    order_id: str = ""
+    cum_qty: Decimal = ZERO
+    sent_at: float = 0.0
+
+
+class ExchangeExecution:
+    def __init__(self, client: BybitClient, ids: OrderLinkIds, engine: Engine, category: str,
+                 lookup_attempts: int = 3, lookup_delay: float = 0.5, max_resubmits: int = 2,
+                 execution_window_ms: int = 24 * 3600 * 1000):
+        self.client, self.ids, self.engine, self.category = client, ids, engine, category
+        self.lookup_attempts, self.lookup_delay, self.max_resubmits = lookup_attempts, lookup_delay, max_resubmits
+        self.window_ms = execution_window_ms
+        self.orders: dict[str, Tracked] = {}
+        self.exec_ids: set[str] = set()
+        self.counters: Counter = Counter()
+        self.rejects: Counter = Counter()
+        self.repairs: Counter = Counter()
+        self.reconciled = False
+        self.last_reconcile: float | None = None
+        self.last_reconcile_error: str | None = None
+        self.exchange_equity: str | None = None
+        self._last_exec_ms: int | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.tasks: set = set()
+        self.on_repair = None  # callable(message) -> posts an Event
+        self.obs = None  # the worker's metrics hooks (hean.worker.http.WorkerObservations)
+        self.authenticated = False  # the private stream's last auth answer
+        self.on_auth_failure = None  # callable() -> the runtime fixes the clock and reconnects
+
+    # ---- orders ---------------------------------------------------------------------------
+    def submit(self, order: Order) -> None:
+        """``engine.executor``: called on the loop when the engine queues an order."""
+        self.orders[order.order_link_id] = Tracked(order, sent_at=time.monotonic())
+        if len(self.orders) > 2000:  # keep memory bounded: forget the oldest finished orders
+            for link in [k for k, t in self.orders.items() if t.state == "done"][:500]:
+                del self.orders[link]
+        self.counters["orders_submitted"] += 1
+        task = asyncio.get_running_loop().create_task(self._send(order))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _send(self, order: Order) -> None:
+        tr = self.orders[order.order_link_id]
+        link = order.order_link_id
+        resubmits = 0
+        while True:
+            t0 = time.monotonic()
+            try:
+                res = await asyncio.to_thread(
+                    self.client.place_order, self.category, order.symbol, order.side, str(order.qty), link,
+                    "Market", None, order.reduce_only)
+                tr.order_id = res.get("orderId", "")
+                if tr.state == "sending":
+                    tr.state = "open"
+                self.counters["orders_accepted"] += 1
+                if self.obs is not None:
+                    self.obs.observe_order_latency(time.monotonic() - t0)
+                return
+            except Rejected as e:
+                if e.code in (110072, 170141):  # the id exists: an earlier attempt got through
+                    self.counters["duplicates_prevented"] += 1
+                    if await self._adopt_by_lookup(tr):
+                        return
+                self._reject(tr, "EXCHANGE_" + e.label)
+                return
+            except (RateLimited, Unavailable) as e:
+                self._reject(tr, "EXCHANGE_" + e.label)
+                return
+            except OutcomeUnknown as e:
+                self.counters["outcome_unknown"] += 1
+                log.warning("order %s: outcome unknown (%s); looking it up by orderLinkId", link, e.label)
+                if await self._adopt_by_lookup(tr):
+                    return
+                if resubmits >= self.max_resubmits:
+                    tr.state = "unknown"
+                    self.counters["orders_unresolved"] += 1
+                    log.error("order %s: still unknown after %d resubmits; reconciliation will settle it",
+                              link, resubmits)
+                    return
+                resubmits += 1
+                self.counters["resubmits"] += 1
+                log.warning("order %s: not on the exchange; resubmitting with the same orderLinkId", link)
+
+    def _reject(self, tr: Tracked, reason: str) -> None:
+        tr.state = "done"
+        self.rejects[reason] += 1
+        self.engine.on_order_closed(tr.order.symbol, tr.order.order_link_id, reason)
+
+    async def _adopt_by_lookup(self, tr: Tracked) -> bool:
+        """Look the order up by orderLinkId (a few attempts); adopt it if found."""
+        for attempt in range(self.lookup_attempts):
+            self.counters["lookups"] += 1
+            try:
+                found = await asyncio.to_thread(self.client.order_by_link, self.category, tr.order.order_link_id)
+            except (Rejected, RateLimited, Unavailable) as e:
+                log.warning("lookup of %s failed: %s", tr.order.order_link_id, e.label)
+                found = None
+            if found is not None:
+                self.counters["orders_found_by_lookup"] += 1
+                tr.order_id = found.get("orderId", "")
+                self.on_order(found)
+                if found.get("orderStatus") in DONE_STATES or Decimal(found.get("cumExecQty") or 0) > 0:
+                    await self._fetch_executions(order_link_id=tr.order.order_link_id)
+                if tr.state == "sending":
+                    tr.state = "open"
+                return True
+            await asyncio.sleep(self.lookup_delay * (attempt + 1))
+        return False
+
+    # ---- private stream -------------------------------------------------------------------
+    def on_private_frame(self, msg: dict) -> None:
+        """Raw private WebSocket frame (on the loop)."""
+        topic = msg.get("topic")
+        if msg.get("op") == "auth":
+            self.authenticated = bool(msg.get("success"))
+            if not self.authenticated:
+                self.counters["auth_failures"] += 1
+                log.error("private stream authentication refused: %s", self.client.scrub(str(msg.get("retMsg") or
+                                                                                              msg.get("ret_msg"))))
+                if self.on_auth_failure is not None:
+                    self.on_auth_failure()
+            return
+        if topic == "execution":
+            for item in msg.get("data") or []:
+                self.on_execution(item, source="ws")
+        elif topic == "order":
+            for item in msg.get("data") or []:
+                self.on_order(item)
+        elif topic == "wallet":
+            for item in msg.get("data") or []:
+                self.exchange_equity = item.get("totalEquity")
+
+    def on_order(self, item: dict) -> None:
+        link = item.get("orderLinkId") or ""
+        tr = self.orders.get(link)
+        if tr is None:
+            return
+        status = item.get("orderStatus", "")
+        if status in OPEN_STATES and tr.state == "sending":
+            tr.state = "open"
+        if status in ("Cancelled", "Rejected", "Deactivated", "PartiallyFilledCanceled") and tr.state != "done":
+            tr.state = "done"
+            reason = "EXCHANGE_ORDER_" + status.upper() if status != "Cancelled" or tr.cum_qty == 0 else None
+            if reason:
+                self.rejects[reason] += 1
+            self.engine.on_order_closed(tr.order.symbol, link, reason)
+
+    def on_execution(self, item: dict, source: str = "ws") -> bool:
+        """Book one execution exactly once; returns True if it was new."""
+        if item.get("execType", "Trade") != "Trade":
+            self.counters["executions_non_trade"] += 1
+            return False
+        exec_id = item["execId"]
+        if exec_id in self.exec_ids:
+            self.counters["executions_duplicate_ignored"] += 1
+            return False
+        link = item.get("orderLinkId") or ""
+        symbol = item.get("symbol", "")
+        if not self.ids.owns(link) or symbol not in self.engine.symbols:
+            self.counters["executions_foreign_ignored"] += 1
+            return False
+        tr = self.orders.get(link)
+        fill = Fill(exec_id, link, symbol, item["side"], Decimal(item["execQty"]), Decimal(item["execPrice"]),
+                    Decimal(item["execFee"]), int(item["execTime"]), "maker" if item.get("isMaker") else "taker",
+                    tr.order.reason if tr else "EXCHANGE")
+        done = Decimal(item.get("leavesQty") or 0) == 0
+        try:
+            self.engine.on_exchange_fill(fill, done)
+        except LedgerError as e:
+            self.counters["executions_refused"] += 1
+            log.error("execution %s refused by the ledger: %s", exec_id, e)
+            return False
+        self.exec_ids.add(exec_id)
+        self.counters[f"fills_{source}"] += 1
+        self._last_exec_ms = max(self._last_exec_ms or 0, fill.ts_ms)
+        if tr is not None:
+            tr.cum_qty += fill.qty
+            if done:
+                tr.state = "done"
+        return True
+
+    async def _fetch_executions(self, order_link_id: str | None = None, start_ms: int | None = None) -> int:
+        new = 0
+        for sym in self.engine.symbols:
+            items = await asyncio.to_thread(self.client.executions, self.category, sym, start_ms)
+            for item in sorted(items, key=lambda x: (int(x.get("execTime", 0)), x.get("seq", 0))):
+                if order_link_id and item.get("orderLinkId") != order_link_id:
+                    continue
+                if self.on_execution(item, source="rest"):
+                    new += 1
+        return new
+
+    # ---- reconciliation ----------------------------------------------------------------
+    async def reconcile(self) -> dict:
+        """Compare with the exchange and repair toward it; returns what was repaired.
+        Raises the client's errors if the exchange cannot be read (the caller blocks
+        trading until a reconcile succeeds)."""
+        now_ms = int(time.time() * 1000)
+        start = (self._last_exec_ms - 60_000) if self._last_exec_ms else now_ms - self.window_ms
+        report: Counter = Counter()
+        # Positions first: every fill inside them is also in the execution list read
+        # next, so booking missed fills before comparing cannot double count.
+        t_pos = int(time.time() * 1000) + self.client.http.offset_ms
+        positions = await asyncio.to_thread(self.client.positions, self.category)
+        # 1. executions we never booked (missed WebSocket frames, a restart)
+        report["missedFills"] = await self._fetch_executions(start_ms=max(start, now_ms - self.window_ms))
+        # 2. orders
+        open_orders = await asyncio.to_thread(self.client.open_orders, self.category)
+        seen_links = {o.get("orderLinkId", "") for o in open_orders}
+        # never hand out an id the exchange has seen (open orders, executions, ours)
+        self.ids.ensure_above(seen_links | set(self.orders) | {f.order_link_id for f in self.engine.ledger.fills})
+        for o in open_orders:
+            link = o.get("orderLinkId", "")
+            if self.ids.owns(link) and link not in self.orders and o.get("symbol") in self.engine.symbols:
+                report["adoptedOrders"] += 1
+                log.warning("reconcile: adopting open order %s on %s unknown to this worker", link, o.get("symbol"))
+                order = Order(link, o["symbol"], o["side"], Decimal(o["qty"]), bool(o.get("reduceOnly")),
+                              "ADOPTED", self.engine.now_ms)
+                self.orders[link] = Tracked(order, state="open", order_id=o.get("orderId", ""))
+                st = self.engine.symbols[o["symbol"]]
+                if st.pending is None:
+                    st.pending = order
+        for link, tr in list(self.orders.items()):
+            if tr.state in ("open", "unknown") and link not in seen_links and time.monotonic() - tr.sent_at > 2:
+                found = await asyncio.to_thread(self.client.order_by_link, self.category, link)
+                if found is None or found.get("orderStatus") in DONE_STATES:
+                    report["closedOrders"] += 1
+                    tr.state = "done"
+                    self.engine.on_order_closed(tr.order.symbol, link, None)
+        # 3. positions (skipped for a symbol with an order in flight or a fill newer
+        # than the position read: the next reconcile compares it)
+        by_symbol = {p["symbol"]: p for p in positions}
+        for sym in self.engine.symbols:
+            busy = any(t.order.symbol == sym and t.state in ("sending", "open", "unknown") for t in self.orders.values())
+            fresh = any(f.symbol == sym and f.ts_ms >= t_pos - 1000 for f in self.engine.ledger.fills[-50:])
+            if busy or fresh:
+                report["positionChecksDeferred"] += 1
+                continue
+            p = by_symbol.get(sym)
+            size = Decimal(p["size"]) if p and p.get("size") else ZERO
+            exch = size if (p or {}).get("side") == "Buy" else -size if (p or {}).get("side") == "Sell" else ZERO
+            mine = self.engine.ledger.position(sym).size
+            if exch != mine:
+                diff = exch - mine
+                price = Decimal(p.get("avgPrice") or p.get("markPrice") or 0) if p else ZERO
+                if price <= 0:
+                    price = self.engine.symbols[sym].mark or Decimal(1)
+                fill = Fill(f"reconcile-{sym}-{now_ms}", f"reconcile-{sym}", sym, "Buy" if diff > 0 else "Sell",
+                            abs(diff), price, ZERO, now_ms, "taker", "RECONCILE")
+                log.warning("reconcile: %s position %s on the exchange, %s in the ledger: booking %s %s @ %s",
+                            sym, exch, mine, fill.side, fill.qty, price)
+                self.engine.on_exchange_fill(fill, False)
+                report["positionRepairs"] += 1
+        try:
+            self.exchange_equity = (await asyncio.to_thread(self.client.wallet)).get("totalEquity")
+        except (Rejected, RateLimited, Unavailable):
+            pass
+        for k, v in report.items():
+            self.repairs[k] += v
+            if self.obs is not None and k != "positionChecksDeferred":
+                for _ in range(v):
+                    self.obs.count_reconcile_mismatch()
+        self.reconciled = True
+        self.last_reconcile = time.time()
+        self.last_reconcile_error = None
+        self.counters["reconciles"] += 1
+        out = {k: v for k, v in report.items() if v and k != "positionChecksDeferred"}
+        if out:
+            self.counters["reconciles_with_repairs"] += 1
+            msg = "reconciled toward the exchange: " + ", ".join(f"{k}={v}" for k, v in sorted(out.items()))
+            log.warning(msg)
+            if self.on_repair is not None:
+                self.on_repair(msg)
+        return out
+
+    def snapshot(self) -> dict:
+        return {
+            "reconciled": self.reconciled, "lastReconcile": self.last_reconcile,
+            "lastReconcileError": self.last_reconcile_error, "exchangeEquity": self.exchange_equity,
+            "counters": dict(self.counters), "rejects": dict(self.rejects), "repairs": dict(self.repairs),
+            "clientErrors": dict(self.client.errors), "clientRejects": dict(self.client.rejects),
+            "orders": {k: {"symbol": t.order.symbol, "side": t.order.side, "qty": str(t.order.qty),
+                           "state": t.state, "cumQty": str(t.cum_qty)} for k, t in list(self.orders.items())[-50:]},
+        }
