@@ -22,25 +22,11 @@ import pytest
 import yaml
 
 from exchange.fixtures import bybit_exchange  # noqa: F401 - fixture
+from hean.testing import wait_for
 from hean.deploy import OPERATOR_NAMESPACE, RELEASE, install
 
 pytestmark = pytest.mark.e2e
 GROUP, VERSION = "hean.io", "v1alpha1"
-
-
-def wait_for(fn, timeout=60.0, interval=0.5, what="condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-        except Exception as e:  # noqa: BLE001
-            last = e
-        else:
-            if last:
-                return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +75,7 @@ def test_testnet_strategy_trades_reconciles_and_survives_faults(kube, namespace,
     def ready():
         conds = {c["type"]: c for c in (strategy().get("status") or {}).get("conditions") or []}
         return conds.get("Ready", {}).get("status") == "True" and conds
-    wait_for(ready, 90, what="Ready=True")
+    wait_for(ready, 90, message="Ready=True")
 
     def worker(path):
         ip = core.read_namespaced_pod("tn-worker", namespace).status.pod_ip
@@ -99,7 +85,7 @@ def test_testnet_strategy_trades_reconciles_and_survives_faults(kube, namespace,
 
     execs = lambda: x.accounts[key].executions  # noqa: E731
     wait_for(lambda: worker("/bybit")["exchange"]["reconciled"] and len(execs()) >= 4, 60,
-             what="reconciled and trading on the test exchange")
+             message="reconciled and trading on the test exchange")
 
     # faults while it trades
     x.inject("timeout_after_accept", "/v5/order/create", delay=6)
@@ -111,11 +97,11 @@ def test_testnet_strategy_trades_reconciles_and_survives_faults(kube, namespace,
     x.inject("seq_gap", symbol="BTCUSDT")
     x.set_clock_skew(15_000)  # the exchange's clock jumps ahead: 10002 until the worker re-measures
     n0 = len(execs())
-    wait_for(lambda: not [f for f in x.faults if f.path == "/v5/order/create"], 60, what="faults consumed")
+    wait_for(lambda: not [f for f in x.faults if f.path == "/v5/order/create"], 60, message="faults consumed")
     x.inject("ws_drop", channel="both")
-    wait_for(lambda: len(execs()) >= n0 + 6, 60, what="trading after the faults")
+    wait_for(lambda: len(execs()) >= n0 + 6, 60, message="trading after the faults")
     wait_for(lambda: worker("/bybit")["exchange"]["counters"].get("outcome_unknown", 0) >= 2, 30,
-             what="both ambiguous creates (502, timeout after accept) resolved")
+             message="both ambiguous creates (502, timeout after accept) resolved")
     x.autoplay = False  # no more candles: no more decisions
     time.sleep(2)
 
@@ -123,7 +109,7 @@ def test_testnet_strategy_trades_reconciles_and_survives_faults(kube, namespace,
         ledger = worker("/ledger")
         booked = sorted(f["execId"] for f in ledger["fills"] if not f["execId"].startswith("reconcile-"))
         return booked == sorted(e["execId"] for e in execs()) and ledger
-    ledger = wait_for(consistent, 45, what="every exchange execution booked exactly once")
+    ledger = wait_for(consistent, 45, message="every exchange execution booked exactly once")
     pos = x.accounts[key].positions.get("BTCUSDT")
     mine = sum((Decimal(p["size"]) for p in ledger["positions"] if p["symbol"] == "BTCUSDT"), Decimal(0))
     assert mine == (pos.size if pos else 0)
@@ -146,7 +132,7 @@ def test_testnet_strategy_trades_reconciles_and_survives_faults(kube, namespace,
     x.inject("ws_drop", channel="private")
     wait_for(lambda: [e for e in core.list_namespaced_event(namespace).items
                       if e.reason == "ReconcileRepaired" and "positionRepairs=1" in e.message],
-             45, what="ReconcileRepaired event with positionRepairs=1")
+             45, message="ReconcileRepaired event with positionRepairs=1")
     ledger = worker("/ledger")
     assert sum((Decimal(p["size"]) for p in ledger["positions"]), Decimal(0)) == acct.positions["BTCUSDT"].size
     x.autoplay = True
@@ -164,10 +150,10 @@ def test_testnet_strategy_trades_reconciles_and_survives_faults(kube, namespace,
     kube.kubectl("patch", "tradingstrategy", "tn", "-n", namespace, "--type=merge", "--field-manager=e2e-go-live",
                  "-p", json.dumps({"spec": {"mode": "live", "liveConfirmation": "I_UNDERSTAND_LIVE_TRADING"}}))
     ev = wait_for(lambda: [e for e in core.list_namespaced_event(namespace).items if e.reason == "ModeChanged"], 30,
-                  what="ModeChanged event")
+                  message="ModeChanged event")
     assert "'testnet' to 'live'" in ev[0].message and "e2e-go-live" in ev[0].message
     wait_for(lambda: {c["type"]: c for c in strategy()["status"]["conditions"]}["Ready"]["reason"]
-             == "LiveTradingDisabled", 30, what="Ready=False/LiveTradingDisabled")
+             == "LiveTradingDisabled", 30, message="Ready=False/LiveTradingDisabled")
 
     def pod_gone():
         try:
@@ -175,5 +161,5 @@ def test_testnet_strategy_trades_reconciles_and_survives_faults(kube, namespace,
             return False
         except client.exceptions.ApiException as e:
             return e.status == 404
-    wait_for(pod_gone, 60, what="the testnet worker is removed, no live worker created")
+    wait_for(pod_gone, 60, message="the testnet worker is removed, no live worker created")
     api.close()

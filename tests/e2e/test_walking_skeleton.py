@@ -16,28 +16,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from hean.testing import wait_for
 from hean.deploy import install, repo_root
 
 pytestmark = pytest.mark.e2e
 
 ROOT = repo_root(Path(__file__).resolve())
 GROUP, VERSION = "hean.io", "v1alpha1"
-
-
-def wait_for(fn, timeout=90.0, interval=0.5, what="condition"):
-    """Poll ``fn`` until it returns a truthy value; fail with the last value seen."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-        except Exception as e:  # noqa: BLE001 - keep polling through transient errors
-            last = e
-        else:
-            if last:
-                return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
 
 
 @pytest.fixture(scope="session")
@@ -174,10 +159,10 @@ def test_examples_apply_and_become_ready(kube, namespace, hean_installed):
     # equity moves with the replay
     seen = set()
     wait_for(lambda: (seen.add(k.strategy(names[0])["status"].get("equity")), len(seen - {None}) >= 3)[1], 120,
-             interval=1.0, what="equity to change")
+             interval=1.0, message="equity to change")
     # RiskPolicy status counts its users
     wait_for(lambda: (k.get("riskpolicies", "default").get("status") or {}).get("strategies") == 2, 30,
-             what="RiskPolicy status.strategies == 2")
+             message="RiskPolicy status.strategies == 2")
 
 
 def test_status_matches_the_worker_ledger(kube, namespace, hean_installed):
@@ -186,7 +171,7 @@ def test_status_matches_the_worker_ledger(kube, namespace, hean_installed):
     # the last ~3 days of the recording, fast: the replay finishes and the figures settle
     k.apply(strategy("ledger", ["BTCUSDT", "ETHUSDT"], speed=200000, start="2025-06-26T16:00:00Z"))
     wait_for(lambda: ((k.strategy("ledger").get("status") or {}).get("replay") or {}).get("done"), 180,
-             interval=1.0, what="the replay to finish")
+             interval=1.0, message="the replay to finish")
     time.sleep(2.5)  # one more status write after the last candle
     st = k.strategy("ledger")["status"]
     ledger = k.worker_get("ledger-worker", "/ledger")
@@ -223,13 +208,13 @@ def test_quarantine_blocks_new_entries_within_a_second_and_expires(kube, namespa
     k = K(kube, namespace)
     k.apply(policy())
     k.apply(strategy("quar", ["BTCUSDT", "ETHUSDT"], speed=3000))
-    wait_for(lambda: (k.cond("quar", "Ready") or {}).get("status") == "True", 120, what="Ready")
-    wait_for(lambda: k.strategy("quar")["status"].get("riskState") == "NORMAL", 30, what="riskState NORMAL")
+    wait_for(lambda: (k.cond("quar", "Ready") or {}).get("status") == "True", 120, message="Ready")
+    wait_for(lambda: k.strategy("quar")["status"].get("riskState") == "NORMAL", 30, message="riskState NORMAL")
     t0 = time.monotonic()
     k.apply({"apiVersion": f"{GROUP}/{VERSION}", "kind": "SymbolQuarantine", "metadata": {"name": "btc-halt"},
              "spec": {"symbol": "BTCUSDT", "reason": "exchange incident drill", "ttlSeconds": 600}})
     why = wait_for(lambda: (lambda w: w if next(s for s in w["symbols"] if s["symbol"] == "BTCUSDT")["quarantined"] else None)(
-        k.worker_get("quar-worker", "/why")), 10, interval=0.05, what="the worker to see the quarantine")
+        k.worker_get("quar-worker", "/why")), 10, interval=0.05, message="the worker to see the quarantine")
     elapsed = time.monotonic() - t0
     assert elapsed < 2.0, f"quarantine took {elapsed:.2f}s to reach the worker (kubectl apply included)"
     assert why["riskState"] == "QUARANTINE"
@@ -241,40 +226,40 @@ def test_quarantine_blocks_new_entries_within_a_second_and_expires(kube, namespa
     # ETHUSDT kept being evaluated (its entries are not blocked by a BTCUSDT quarantine)
     assert next(s for s in why["symbols"] if s["symbol"] == "ETHUSDT")["lastReason"] != "SYMBOL_QUARANTINED"
     wait_for(lambda: (k.get("symbolquarantines", "btc-halt").get("status") or {}).get("active") is True, 10,
-             what="quarantine status.active")
+             message="quarantine status.active")
     assert k.get("symbolquarantines", "btc-halt")["status"]["affectedStrategies"] == 1
-    assert wait_for(lambda: k.events("QuarantineActive"), 10, what="QuarantineActive Event")
+    assert wait_for(lambda: k.events("QuarantineActive"), 10, message="QuarantineActive Event")
     # a short quarantine expires: marked inactive with an Event, and the worker lifts it
     k.kube.kubectl("delete", "-n", namespace, "symbolquarantine", "btc-halt")
     k.apply({"apiVersion": f"{GROUP}/{VERSION}", "kind": "SymbolQuarantine", "metadata": {"name": "eth-blip"},
              "spec": {"symbol": "ETHUSDT", "reason": "short", "ttlSeconds": 3}})
     wait_for(lambda: (k.get("symbolquarantines", "eth-blip").get("status") or {}).get("active") is False, 15,
-             what="the quarantine to expire")
-    assert wait_for(lambda: k.events("QuarantineExpired"), 10, what="QuarantineExpired Event")
-    wait_for(lambda: k.worker_get("quar-worker", "/why")["riskState"] == "NORMAL", 10, what="riskState back to NORMAL")
+             message="the quarantine to expire")
+    assert wait_for(lambda: k.events("QuarantineExpired"), 10, message="QuarantineExpired Event")
+    wait_for(lambda: k.worker_get("quar-worker", "/why")["riskState"] == "NORMAL", 10, message="riskState back to NORMAL")
 
 
 def test_tightening_the_risk_policy_soft_brakes_then_hard_stops(kube, namespace, hean_installed):
     k = K(kube, namespace)
     k.apply(policy())
     k.apply(strategy("risk", ["BTCUSDT", "ETHUSDT"], speed=6000))
-    wait_for(lambda: (k.cond("risk", "Ready") or {}).get("status") == "True", 120, what="Ready")
+    wait_for(lambda: (k.cond("risk", "Ready") or {}).get("status") == "True", 120, message="Ready")
     wait_for(lambda: D((k.strategy("risk").get("status") or {}).get("drawdownPercent", "0")) > 0, 120,
-             what="some drawdown after the first trades")
+             message="some drawdown after the first trades")
     # soft limit at 0 %: any drawdown brakes
     k.patch("riskpolicies", "default", {"spec": {"softMaxDrawdownPercent": 0}})
-    wait_for(lambda: k.strategy("risk")["status"].get("riskState") == "SOFT_BRAKE", 10, what="SOFT_BRAKE")
+    wait_for(lambda: k.strategy("risk")["status"].get("riskState") == "SOFT_BRAKE", 10, message="SOFT_BRAKE")
     wait_for(lambda: any("SOFT_BRAKE" in (e.message or "") for e in k.events("RiskStateChanged")), 10,
-             what="a RiskStateChanged Event for SOFT_BRAKE")
-    wait_for(lambda: (k.cond("risk", "RiskLimited") or {}).get("reason") == "SoftBrake", 10, what="RiskLimited=SoftBrake")
+             message="a RiskStateChanged Event for SOFT_BRAKE")
+    wait_for(lambda: (k.cond("risk", "RiskLimited") or {}).get("reason") == "SoftBrake", 10, message="RiskLimited=SoftBrake")
     # hard limit below the current drawdown: cancel, flatten, stop
     dd = D(k.strategy("risk")["status"]["drawdownPercent"])
     k.patch("riskpolicies", "default", {"spec": {"hardMaxDrawdownPercent": float(max(dd / 4, D("0.001")))}})
-    wait_for(lambda: k.strategy("risk")["status"].get("riskState") == "HARD_STOP", 15, what="HARD_STOP")
-    wait_for(lambda: k.strategy("risk")["status"].get("openPositions") == 0, 15, what="positions flattened")
+    wait_for(lambda: k.strategy("risk")["status"].get("riskState") == "HARD_STOP", 15, message="HARD_STOP")
+    wait_for(lambda: k.strategy("risk")["status"].get("openPositions") == 0, 15, message="positions flattened")
     wait_for(lambda: any("HARD_STOP" in (e.message or "") for e in k.events("RiskStateChanged")), 10,
-             what="a RiskStateChanged Event for HARD_STOP")
-    wait_for(lambda: k.strategy("risk")["status"].get("phase") == "Stopped", 10, what="phase Stopped")
+             message="a RiskStateChanged Event for HARD_STOP")
+    wait_for(lambda: k.strategy("risk")["status"].get("phase") == "Stopped", 10, message="phase Stopped")
     orders = k.strategy("risk")["status"]["orders"]
     time.sleep(4)
     assert k.strategy("risk")["status"]["orders"] == orders, "no order may be sent in HARD_STOP"
@@ -285,10 +270,10 @@ def test_pause_stops_trading_and_unpause_resumes(kube, namespace, hean_installed
     k = K(kube, namespace)
     k.apply(policy())
     k.apply(strategy("pz", ["ETHUSDT"], speed=6000))
-    wait_for(lambda: (k.cond("pz", "Trading") or {}).get("status") == "True", 120, what="Trading=True")
+    wait_for(lambda: (k.cond("pz", "Trading") or {}).get("status") == "True", 120, message="Trading=True")
     k.patch("tradingstrategies", "pz", {"spec": {"paused": True}})
-    wait_for(lambda: (k.cond("pz", "Trading") or {}).get("reason") == "Paused", 10, what="Trading=False/Paused")
-    wait_for(lambda: k.worker_get("pz-worker", "/why")["paused"] is True, 5, what="the worker to see the pause")
+    wait_for(lambda: (k.cond("pz", "Trading") or {}).get("reason") == "Paused", 10, message="Trading=False/Paused")
+    wait_for(lambda: k.worker_get("pz-worker", "/why")["paused"] is True, 5, message="the worker to see the pause")
     entries = k.worker_get("pz-worker", "/why")["symbols"][0]["entryOrders"]
     time.sleep(5)
     why = k.worker_get("pz-worker", "/why")
@@ -296,19 +281,19 @@ def test_pause_stops_trading_and_unpause_resumes(kube, namespace, hean_installed
     assert k.strategy("pz")["status"]["phase"] == "Paused"
     assert k.pod("pz-worker").status.container_statuses[0].restart_count == 0, "pausing must not restart the worker"
     k.patch("tradingstrategies", "pz", {"spec": {"paused": False}})
-    wait_for(lambda: (k.cond("pz", "Trading") or {}).get("status") == "True", 15, what="Trading=True again")
+    wait_for(lambda: (k.cond("pz", "Trading") or {}).get("status") == "True", 15, message="Trading=True again")
 
 
 def test_missing_policy_is_a_condition_and_resolves_when_created(kube, namespace, hean_installed):
     k = K(kube, namespace)
     k.apply(strategy("orphan", ["BTCUSDT"], riskPolicyRef={"name": "not-yet"}))
-    c = wait_for(lambda: k.cond("orphan", "Ready"), 30, what="a Ready condition")
+    c = wait_for(lambda: k.cond("orphan", "Ready"), 30, message="a Ready condition")
     wait_for(lambda: (k.cond("orphan", "Ready") or {}).get("reason") == "RiskPolicyNotFound", 30,
-             what="Ready=False/RiskPolicyNotFound")
+             message="Ready=False/RiskPolicyNotFound")
     assert "not-yet" in k.cond("orphan", "Ready")["message"]
     assert c["status"] == "False"
     k.apply(policy("not-yet"))
-    wait_for(lambda: (k.cond("orphan", "Ready") or {}).get("status") == "True", 90, what="Ready=True once the policy exists")
+    wait_for(lambda: (k.cond("orphan", "Ready") or {}).get("status") == "True", 90, message="Ready=True once the policy exists")
 
 
 def test_live_without_the_operator_gate_gets_no_pod(kube, namespace, hean_installed):
@@ -317,7 +302,7 @@ def test_live_without_the_operator_gate_gets_no_pod(kube, namespace, hean_instal
     k.apply(strategy("golive", ["BTCUSDT"], mode="live", liveConfirmation="I_UNDERSTAND_LIVE_TRADING",
                      credentialsSecretRef={"name": "bybit-keys"}))
     wait_for(lambda: (k.cond("golive", "Ready") or {}).get("reason") == "LiveTradingDisabled", 30,
-             what="Ready=False/LiveTradingDisabled")
+             message="Ready=False/LiveTradingDisabled")
     time.sleep(2)
     assert k.pod("golive-worker") is None
     assert k.strategy("golive")["status"]["phase"] == "Failed"
@@ -327,15 +312,15 @@ def test_a_dead_worker_is_replaced_and_deleting_the_strategy_removes_its_pod(kub
     k = K(kube, namespace)
     k.apply(policy())
     k.apply(strategy("gone", ["BTCUSDT"], speed=600))
-    wait_for(lambda: (k.cond("gone", "Ready") or {}).get("status") == "True", 120, what="Ready")
+    wait_for(lambda: (k.cond("gone", "Ready") or {}).get("status") == "True", 120, message="Ready")
     uid = k.pod("gone-worker").metadata.uid
     kube.kubectl("delete", "pod", "-n", namespace, "gone-worker", "--wait=false")
     wait_for(lambda: (lambda p: p is not None and p.metadata.uid != uid)(k.pod("gone-worker")), 60,
-             what="a replacement worker pod")
-    wait_for(lambda: (k.cond("gone", "Ready") or {}).get("status") == "True", 120, what="Ready again")
+             message="a replacement worker pod")
+    wait_for(lambda: (k.cond("gone", "Ready") or {}).get("status") == "True", 120, message="Ready again")
     pods = k.core.list_namespaced_pod(namespace, label_selector="hean.io/strategy=gone").items
     assert len([p for p in pods if not p.metadata.deletion_timestamp]) == 1
     kube.kubectl("delete", "tradingstrategy", "-n", namespace, "gone")
-    wait_for(lambda: k.pod("gone-worker") is None, 60, what="the garbage collector to delete the worker pod")
+    wait_for(lambda: k.pod("gone-worker") is None, 60, message="the garbage collector to delete the worker pod")
     wait_for(lambda: not k.core.list_namespaced_service_account(namespace, field_selector="metadata.name=gone-worker").items,
-             60, what="the worker ServiceAccount to be collected")
+             60, message="the worker ServiceAccount to be collected")
