@@ -110,6 +110,8 @@ class Worker:
         self.last_status_write = 0.0  # unix seconds of the last successful status patch
         self.quarantined_symbols: set[str] = set()
         self.quarantine_changed_at: float | None = None  # unix seconds, for latency measurements
+        self.spec_applied_generation: int | None = None  # metadata.generation the engine runs on
+        self.spec_applied_at: float | None = None  # unix seconds it was applied
         self.started = time.time()
         self.strategies = None
         self.policies = None
@@ -141,6 +143,10 @@ class Worker:
             k: getattr(self.engine.spec, k) for k in ("symbols", "category", "capital", "maxLeverage", "marketData", "mode")
         }))
         self.engine.labels = dict((obj.get("metadata") or {}).get("labels") or {})
+        generation = (obj.get("metadata") or {}).get("generation")
+        if generation != self.spec_applied_generation:
+            self.spec_applied_generation = generation
+            self.spec_applied_at = time.time()
         clear = ((obj.get("metadata") or {}).get("annotations") or {}).get(api.ANNOTATION_CLEAR_HARD_STOP)
         if clear:
             try:

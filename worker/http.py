@@ -390,6 +390,8 @@ def build_app(worker: "Worker") -> FastAPI:
                 for s in e.symbols.values()
             ],
             "quarantineChangedAt": worker.quarantine_changed_at,
+            "specAppliedGeneration": worker.spec_applied_generation,
+            "specAppliedAt": worker.spec_applied_at,
             "topReasons": e.top_reasons(10),
             "rejects": dict(e.rejects),
             "replay": worker.runtime_status().get("replay"),

@@ -1,4 +1,5 @@
-"""Control-plane benchmark: time to Ready for N strategies, and quarantine latency.
+"""Control-plane benchmark: time to Ready for N strategies, quarantine latency,
+parameter-update latency and the idle status write rate.
 
 Starts the local control plane and node agent (hean.testing), installs the chart with
 helm, applies one RiskPolicy and N TradingStrategies (BTCUSDT + ETHUSDT, replay at
@@ -13,6 +14,9 @@ speed 1 so the workers idle between candles), and measures:
   slowest worker). ``creationTimestamp`` has one-second resolution, too coarse for
   this, so the client's apply time is used instead. Then the quarantine is deleted
   and the lift measured the same way.
+* ``param_update``: from just before ``kubectl patch`` of ``spec.params`` until the
+  worker runs on the new generation (its own record).
+* ``status_writes_per_strategy_per_second``: idle write rate to the API server.
 
 Prints a JSON summary with p50/p95/p99 (nearest-rank) and writes it to ``--out``.
 
@@ -101,11 +105,59 @@ async def wait_all(ips: list[str], want: bool, t0: float, poll: float, timeout: 
     return list(done.values())
 
 
+def param_update_trials(cp, ns: str, trials: int, poll: float) -> list[float]:
+    """Seconds from just before ``kubectl patch`` of ``spec.params.cooldownBars`` until
+    the strategy's worker runs on that generation (its own record, ``/why``
+    ``specAppliedGeneration``/``specAppliedAt``). Rotates over the strategies."""
+    names = [s["metadata"]["name"] for s in json.loads(cp.kubectl("get", "tradingstrategies", "-n", ns,
+                                                                  "-o", "json").stdout)["items"]]
+    out = []
+    for trial in range(trials):
+        name = names[trial % len(names)]
+        ip = json.loads(cp.kubectl("get", "pod", f"{name}-worker", "-n", ns, "-o", "json").stdout)["status"]["podIP"]
+        t0 = time.time()
+        obj = json.loads(cp.kubectl("patch", "tradingstrategy", name, "-n", ns, "--type", "merge", "-o", "json",
+                                    "-p", json.dumps({"spec": {"params": {"cooldownBars": 31 + trial}}})).stdout)
+        gen = obj["metadata"]["generation"]
+        deadline = time.time() + 30
+        while True:
+            why = httpx.get(f"http://{ip}:8080/why", timeout=2).json()
+            if (why.get("specAppliedGeneration") or 0) >= gen:
+                out.append(why["specAppliedAt"] - t0)
+                break
+            if time.time() > deadline:
+                raise TimeoutError(f"{name} never applied generation {gen}")
+            time.sleep(poll)
+    return out
+
+
+def status_write_rate(ips: list[str], window: float) -> dict:
+    """Status writes per second per strategy over ``window`` seconds of idling, from
+    each worker's ``hean_worker_status_patches_total``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def counts() -> dict[str, float]:
+        out = {}
+        for ip in ips:
+            text = httpx.get(f"http://{ip}:8080/metrics", timeout=5).text
+            out[ip] = next(smp.value for f in text_string_to_metric_families(text) for smp in f.samples
+                           if smp.name == "hean_worker_status_patches_total")
+        return out
+
+    a = counts()
+    time.sleep(window)
+    b = counts()
+    rates = sorted((b[ip] - a[ip]) / window for ip in ips)
+    return {"window_s": window, "p50": round(rates[len(rates) // 2], 3), "max": round(rates[-1], 3),
+            "fleet_total": round(sum(rates), 2)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--strategies", type=int, default=50)
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--poll", type=float, default=0.1, help="worker poll interval, seconds (collection only)")
+    ap.add_argument("--rate-window", type=float, default=60.0, help="seconds to count idle status writes")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/control_plane/results-quarantine.json"))
     args = ap.parse_args()
 
@@ -149,6 +201,8 @@ def main() -> int:
         result["quarantine_all_workers"] = summary(fleet)
         result["quarantine_per_worker"] = summary(per_worker)
         result["quarantine_lift_all_workers"] = summary(lift)
+        result["param_update"] = summary(param_update_trials(cp, ns, args.trials, args.poll))
+        result["status_writes_per_strategy_per_second"] = status_write_rate(ips, args.rate_window)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
