@@ -35,16 +35,36 @@ RESYNC_SECONDS = 1.0
 
 
 def config_from_env() -> rc.OperatorConfig:
-    """Operator settings from ``HEAN_*`` environment variables set by the Helm chart."""
+    """Operator settings from ``HEAN_*`` environment variables set by the Helm chart.
+
+    Raises ValueError naming the variable and what it must be if
+    ``HEAN_WORKER_RESOURCES`` is not a JSON object or ``HEAN_WORKER_STATUS_INTERVAL`` is
+    not a positive number of seconds.
+    """
     d = rc.OperatorConfig()
-    resources = os.environ.get("HEAN_WORKER_RESOURCES")
+    resources = d.worker_resources
+    if os.environ.get("HEAN_WORKER_RESOURCES"):
+        try:
+            resources = json.loads(os.environ["HEAN_WORKER_RESOURCES"])
+        except json.JSONDecodeError as e:
+            raise ValueError(f"HEAN_WORKER_RESOURCES must be a JSON object "
+                             f"(V1ResourceRequirements, e.g. {{\"limits\": {{\"cpu\": \"1\"}}}}): {e}") from None
+        if not isinstance(resources, dict):
+            raise ValueError(f"HEAN_WORKER_RESOURCES must be a JSON object, got {type(resources).__name__}")
+    raw_interval = os.environ.get("HEAN_WORKER_STATUS_INTERVAL", str(d.status_interval))
+    try:
+        interval = float(raw_interval)
+    except ValueError:
+        interval = -1.0
+    if not interval > 0:
+        raise ValueError(f"HEAN_WORKER_STATUS_INTERVAL must be a positive number of seconds, got {raw_interval!r}")
     return rc.OperatorConfig(
         worker_image=os.environ.get("HEAN_WORKER_IMAGE", d.worker_image),
         marketdata_host_path=os.environ.get("HEAN_MARKETDATA_HOST_PATH", d.marketdata_host_path),
         marketdata_mount_path=os.environ.get("HEAN_MARKETDATA_MOUNT_PATH", d.marketdata_mount_path),
         live_trading_enabled=os.environ.get("HEAN_LIVE_TRADING_ENABLED", "false").lower() in ("1", "true", "yes"),
-        status_interval=float(os.environ.get("HEAN_WORKER_STATUS_INTERVAL", d.status_interval)),
-        worker_resources=json.loads(resources) if resources else d.worker_resources,
+        status_interval=interval,
+        worker_resources=resources,
         image_pull_policy=os.environ.get("HEAN_WORKER_IMAGE_PULL_POLICY", d.image_pull_policy),
         worker_log_level=os.environ.get("HEAN_WORKER_LOG_LEVEL", d.worker_log_level),
         bybit_urls={m: os.environ[f"HEAN_BYBIT_{m.upper()}_URL"] for m in ("paper", "testnet", "demo", "live")
@@ -260,6 +280,9 @@ async def record_mode_change(state: OperatorState, old: dict | None, new: dict) 
 # ---- kopf registration -----------------------------------------------------------------
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
+    """kopf startup: operator settings (standalone, timeouts, Events only for warnings),
+    the shared state and the single resync task.
+    """
     settings.posting.level = logging.WARNING
     settings.peering.standalone = True
     settings.watching.server_timeout = 240
@@ -274,6 +297,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_) -> None:
+    """kopf cleanup: stop the resync task and close the API client."""
     task = getattr(memo, "resync", None)
     if task is not None:
         task.cancel()
@@ -288,6 +312,7 @@ def _key(obj: dict) -> tuple[str, str]:
 
 @kopf.on.event(api.GROUP, api.VERSION, api.STRATEGY_PLURAL)
 async def on_strategy(event: dict, memo: kopf.Memo, **_) -> None:
+    """Cache a TradingStrategy event and schedule its reconcile (drops it on DELETED)."""
     obj = copy.deepcopy(event["object"])
     key = _key(obj)
     if event.get("type") == "DELETED":
@@ -301,6 +326,7 @@ async def on_strategy(event: dict, memo: kopf.Memo, **_) -> None:
 
 @kopf.on.event(api.GROUP, api.VERSION, api.POLICY_PLURAL)
 async def on_policy(event: dict, memo: kopf.Memo, **_) -> None:
+    """Cache a RiskPolicy event and schedule every strategy that references it."""
     obj = copy.deepcopy(event["object"])
     key = _key(obj)
     if event.get("type") == "DELETED":
@@ -314,6 +340,7 @@ async def on_policy(event: dict, memo: kopf.Memo, **_) -> None:
 
 @kopf.on.event(api.GROUP, api.VERSION, api.QUARANTINE_PLURAL)
 async def on_quarantine(event: dict, memo: kopf.Memo, **_) -> None:
+    """Cache a SymbolQuarantine event (its status is kept by the resync loop)."""
     obj = copy.deepcopy(event["object"])
     key = _key(obj)
     if event.get("type") == "DELETED":
@@ -324,6 +351,7 @@ async def on_quarantine(event: dict, memo: kopf.Memo, **_) -> None:
 
 @kopf.on.event("", "v1", "pods", labels={api.LABEL_MANAGED_BY: api.MANAGED_BY})
 async def on_pod(event: dict, memo: kopf.Memo, **_) -> None:
+    """Cache a worker Pod event (keyed by its strategy label) and schedule that strategy."""
     obj = copy.deepcopy(event["object"])
     strategy = (obj["metadata"].get("labels") or {}).get(api.LABEL_STRATEGY)
     if not strategy:

@@ -78,6 +78,7 @@ class ExecutionSpec(_Model):
 
 
 class RiskPolicyRef(_Model):
+    """``spec.riskPolicyRef``: the name of a RiskPolicy in the strategy's namespace."""
     name: str = Field(min_length=1, max_length=253)
 
 

@@ -116,25 +116,7 @@ void Ema::reset() noexcept {
 // Rolling standard deviation of log returns
 // ---------------------------------------------------------------------------
 
-RollingLogReturnStd::RollingLogReturnStd(std::int64_t window) : window_(window) {
-    check_period("window", window, 2);
-    ring_.assign(static_cast<std::size_t>(window), 0.0);
-}
-
-void RollingLogReturnStd::recompute() noexcept {
-    const double n = static_cast<double>(window_);
-    double s = 0.0;
-    for (double v : ring_) s += v;
-    const double mean = s / n;
-    double m2 = 0.0;
-    for (double v : ring_) {
-        const double d = v - mean;
-        m2 += d * d;
-    }
-    mean_ = mean;
-    m2_ = m2;
-    m2_ref_ = m2;
-}
+RollingLogReturnStd::RollingLogReturnStd(std::int64_t window) : window_(window), mom_(window, 2) {}
 
 double RollingLogReturnStd::update(double close) {
     if (!valid_close(close)) throw_bad_close(close, nullptr);
@@ -143,13 +125,8 @@ double RollingLogReturnStd::update(double close) {
 
 
 void RollingLogReturnStd::reset() noexcept {
-    std::fill(ring_.begin(), ring_.end(), 0.0);
-    pos_ = 0;
-    full_ = false;
+    mom_.reset();
     prev_close_ = kNaN;
-    mean_ = 0.0;
-    m2_ = 0.0;
-    m2_ref_ = 0.0;
     value_ = kNaN;
     count_ = 0;
 }
@@ -388,34 +365,6 @@ void RollingMoments::recompute() noexcept {
     mean_ = mean;
     m2_ = m2;
     m2_ref_ = m2;
-}
-
-bool RollingMoments::update(double x) noexcept {
-    const std::size_t w = ring_.size();
-    if (!full_) {
-        ring_[pos_] = x;
-        if (++pos_ < w) return false;
-        pos_ = 0;
-        full_ = true;
-        recompute();
-        return true;
-    }
-    const double n = static_cast<double>(window_);
-    const double old = ring_[pos_];
-    ring_[pos_] = x;
-    const double delta = x - old;
-    const double new_mean = mean_ + delta / n;
-    m2_ += delta * ((x - new_mean) + (old - mean_));
-    mean_ = new_mean;
-    if (++pos_ == w) {
-        pos_ = 0;
-        recompute();
-    } else if (m2_ < m2_ref_ * kCancelGuard) {
-        recompute();
-    } else if (m2_ > m2_ref_) {
-        m2_ref_ = m2_;
-    }
-    return true;
 }
 
 void RollingMoments::reset() noexcept {

@@ -138,3 +138,25 @@ def test_quarantine_expiry_from_ttl_and_selector():
     assert not st["active"] and st["conditions"][0]["reason"] == "Expired"
     q["spec"]["strategySelector"] = {"matchLabels": {"desk": "b"}}
     assert rc.quarantine_status(q, [strategy()], NOW)["affectedStrategies"] == 0
+
+
+def test_operator_config_errors_name_the_variable(monkeypatch):
+    import pytest
+
+    from hean.operator.handlers import config_from_env
+
+    monkeypatch.setenv("HEAN_WORKER_RESOURCES", '{"limits": {"cpu": "2"}}')
+    monkeypatch.setenv("HEAN_WORKER_STATUS_INTERVAL", "0.5")
+    cfg = config_from_env()
+    assert cfg.worker_resources == {"limits": {"cpu": "2"}} and cfg.status_interval == 0.5
+    monkeypatch.setenv("HEAN_WORKER_RESOURCES", "{not json")
+    with pytest.raises(ValueError, match="HEAN_WORKER_RESOURCES must be a JSON object"):
+        config_from_env()
+    monkeypatch.setenv("HEAN_WORKER_RESOURCES", "[1, 2]")
+    with pytest.raises(ValueError, match="got list"):
+        config_from_env()
+    monkeypatch.delenv("HEAN_WORKER_RESOURCES")
+    for bad in ("abc", "0", "-1"):
+        monkeypatch.setenv("HEAN_WORKER_STATUS_INTERVAL", bad)
+        with pytest.raises(ValueError, match="HEAN_WORKER_STATUS_INTERVAL must be a positive number"):
+            config_from_env()

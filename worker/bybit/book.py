@@ -26,6 +26,12 @@ class BookGap(Exception):
 
 
 class OrderBook:
+    """Pure-Python L2 book of one symbol in exact decimals (price -> size), fed Bybit v5
+    ``orderbook.<depth>`` frames: a snapshot replaces the book, a delta level with size
+    "0" deletes it, and ``u`` must increase by exactly one between deltas (else
+    :class:`BookGap`: re-snapshot). Used when the native book cannot be sized for the
+    instrument. Source: https://bybit-exchange.github.io/docs/v5/websocket/public/orderbook.
+    """
     def __init__(self, symbol: str):
         self.symbol = symbol
         self.bids: dict[Decimal, Decimal] = {}

@@ -234,38 +234,66 @@ class BybitClient:
 
     # ---- typed helpers -------------------------------------------------------------------
     def instruments(self, category: str, symbol: str | None = None) -> list[dict]:
+        """Instrument rules (tick size, qty step, min qty/notional) as Bybit's ``list`` of dicts.
+        GET /v5/market/instruments-info (https://bybit-exchange.github.io/docs/v5/market/instrument).
+        """
         return self.call("get_instruments_info", category=category, symbol=symbol).get("list", [])
 
     def place_order(self, category: str, symbol: str, side: str, qty: str, order_link_id: str,
                     order_type: str = "Market", price: str | None = None, reduce_only: bool = False,
                     time_in_force: str | None = None) -> dict:
+        """Create an order; returns ``{orderId, orderLinkId}`` only (the state comes from the
+        private stream or :meth:`order_by_link`). ``qty``/``price`` are decimal strings already
+        rounded to the instrument's qty step / tick. Raises the BybitError subclass for the
+        retCode (see :func:`reject_label`). POST /v5/order/create (https://bybit-exchange.github.io/docs/v5/order/create-order).
+        """
         return self.call("place_order", category=category, symbol=symbol, side=side, orderType=order_type,
                          qty=qty, price=price, orderLinkId=order_link_id, reduceOnly=reduce_only or None,
                          timeInForce=time_in_force)
 
     def order_by_link(self, category: str, order_link_id: str) -> dict | None:
+        """The order with this ``orderLinkId`` (open or recently closed), or None if the exchange
+        does not know it: how a timed-out create is resolved without a second order.
+        GET /v5/order/realtime (https://bybit-exchange.github.io/docs/v5/order/open-order).
+        """
         lst = self.call("get_open_orders", category=category, orderLinkId=order_link_id).get("list", [])
         return lst[0] if lst else None
 
     def open_orders(self, category: str, symbol: str | None = None) -> list[dict]:
+        """Open orders of ``symbol`` (all USDT-settled ones if None). GET /v5/order/realtime."""
         kw = {"symbol": symbol} if symbol else {"settleCoin": "USDT"}
         return self.call("get_open_orders", category=category, openOnly=0, **kw).get("list", [])
 
     def positions(self, category: str, symbol: str | None = None) -> list[dict]:
+        """Positions of ``symbol`` (all USDT-settled ones if None); sizes are decimal strings.
+        GET /v5/position/list (https://bybit-exchange.github.io/docs/v5/position).
+        """
         kw = {"symbol": symbol} if symbol else {"settleCoin": "USDT"}
         return self.call("get_positions", category=category, **kw).get("list", [])
 
     def executions(self, category: str, symbol: str | None = None, start_ms: int | None = None,
                    limit: int = 100) -> list[dict]:
+        """Up to ``limit`` (max 100, one page: no cursor paging yet) executions since
+        ``start_ms`` (epoch ms). GET /v5/execution/list (https://bybit-exchange.github.io/docs/v5/order/execution).
+        """
         return self.call("get_executions", category=category, symbol=symbol, startTime=start_ms,
                          limit=limit).get("list", [])
 
     def wallet(self) -> dict:
+        """The UNIFIED account's wallet entry (``totalEquity`` etc. as decimal strings), {} if none.
+        GET /v5/account/wallet-balance.
+        """
         lst = self.call("get_wallet_balance", accountType="UNIFIED").get("list", [])
         return lst[0] if lst else {}
 
     def orderbook(self, category: str, symbol: str, limit: int = 50) -> dict:
+        """A REST order-book snapshot (``b``, ``a``, ``u``, ``seq``) used to re-seed the book after a
+        gap. GET /v5/market/orderbook (https://bybit-exchange.github.io/docs/v5/market/orderbook).
+        """
         return self.call("get_orderbook", category=category, symbol=symbol, limit=limit)
 
     def funding_history(self, category: str, symbol: str, limit: int = 200) -> list[dict]:
+        """Funding-rate history (``fundingRate`` as a decimal-string fraction per interval, newest
+        first). GET /v5/market/funding/history (https://bybit-exchange.github.io/docs/v5/market/history-fund-rate).
+        """
         return self.call("get_funding_rate_history", category=category, symbol=symbol, limit=limit).get("list", [])

@@ -34,6 +34,7 @@ class Endpoints:
     ws_private: str
 
     def public_url(self, channel: str) -> str:
+        """The public WebSocket URL for ``channel`` (``linear``, ``spot``, ...)."""
         return self.ws_public.replace("{CHANNEL_TYPE}", channel)
 
 

@@ -50,6 +50,10 @@ DONE_STATES = {"Filled", "Cancelled", "Rejected", "PartiallyFilledCanceled", "De
 
 @dataclass
 class Tracked:
+    """One order this worker sent: the engine's order, its lifecycle state (``sending`` ->
+    ``open`` -> ``done``, or ``unknown`` after a timeout until looked up), Bybit's orderId,
+    the cumulative filled qty (Decimal, base coin) and the send time (monotonic seconds).
+    """
     order: Order
     state: str = "sending"  # sending -> open -> done | unknown
     order_id: str = ""
@@ -58,6 +62,13 @@ class Tracked:
 
 
 class ExchangeExecution:
+    """Sends the engine's orders to Bybit through :class:`BybitClient` and books fills exactly
+    once. Each order gets a durable orderLinkId before it is sent; after a timeout or 5xx
+    the order is looked up by that id and resent (same id) only if the exchange does not
+    know it. Executions are keyed by ``execId`` so a fill seen on the private stream and
+    again over REST is booked once. :meth:`reconcile` compares open orders, positions and
+    recent executions with the ledger and repairs toward the exchange's state.
+    """
     def __init__(self, client: BybitClient, ids: OrderLinkIds, engine: Engine, category: str,
                  lookup_attempts: int = 3, lookup_delay: float = 0.5, max_resubmits: int = 2,
                  execution_window_ms: int = 24 * 3600 * 1000):
@@ -185,6 +196,9 @@ class ExchangeExecution:
                 self.exchange_equity = item.get("totalEquity")
 
     def on_order(self, item: dict) -> None:
+        """Apply one private-stream ``order`` item (Bybit v5 ``order`` topic): advance the tracked
+        order's state; items for orderLinkIds this worker did not send are ignored.
+        """
         link = item.get("orderLinkId") or ""
         tr = self.orders.get(link)
         if tr is None:

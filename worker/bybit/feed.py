@@ -39,6 +39,13 @@ def kline_bar(k: dict) -> Bar:
 
 
 class LiveFeed:
+    """Bybit public WebSocket market data for ``symbols``: ``kline.<interval>``, 
+    ``orderbook.<depth>``, ``publicTrade`` and ``tickers``. Confirmed klines go to ``on_bar``
+    (symbol, Bar) on the asyncio loop; books are kept with gap detection and REST
+    re-snapshots; the feed is ``stale`` (no new entries) after ``stale_after`` seconds
+    without a frame; reconnects back off from ``backoff_base`` seconds. Counters: gaps,
+    resyncs, stale, frames, bars, subscribe_failures.
+    """
     def __init__(self, symbols: list[str], interval: str, depth: int, on_bar, category: str = "linear",
                  stale_after: float = 10.0, recorder=None, backoff_base: float = 0.5, instruments: dict | None = None):
         self.symbols = list(symbols)

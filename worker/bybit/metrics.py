@@ -10,6 +10,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 
 class BybitCollector:
+    """Prometheus collector of the exchange path (orders by outcome, rejects by label,
+    repairs, reconnects, gaps, staleness), read from the worker at scrape time; labels are
+    bounded (namespace, strategy, mode, reason), never an order id or a key.
+    """
     def __init__(self, worker):
         self.w = worker
 

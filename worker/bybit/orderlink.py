@@ -27,6 +27,7 @@ _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
 def b36(n: int) -> str:
+    """``n`` (>= 0) in base 36, lower case; raises ValueError for a negative ``n``."""
     if n < 0:
         raise ValueError("sequence must be >= 0")
     out = ""
@@ -77,9 +78,11 @@ class OrderLinkIds:
             return link
 
     def owns(self, link: str) -> bool:
+        """True if ``link`` was issued by this strategy's prefix."""
         return link.startswith(self.prefix + "-")
 
     def seq_of(self, link: str) -> int | None:
+        """The sequence number inside ``link``, or None if it is not one of ours."""
         if not self.owns(link):
             return None
         try:

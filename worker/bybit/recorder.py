@@ -21,6 +21,11 @@ from pathlib import Path
 
 
 class Recorder:
+    """Writes what the live feed receives in the formats the replay reads:
+    ``<out>/bybit/klines/<SYMBOL>_<interval>m.csv`` (confirmed candles) and the raw frames
+    as ``<out>/bybit/ws/BYBIT.jsonl.zst`` (``{t, conn, ts, data}`` lines, plus the
+    instruments-info REST response), flushed every ``flush_every`` frames. Thread-safe.
+    """
     def __init__(self, out_dir: Path, interval: str, instruments_response: dict, rest_url: str,
                  flush_every: int = 200):
         import zstandard

@@ -199,6 +199,9 @@ class ExchangeRuntime:
                  "stream", self.dcp_seconds)
 
     async def reconcile_once(self) -> bool:
+        """Reconcile with the exchange once; on failure block new orders
+        (``EXCHANGE_NOT_RECONCILED``), count and log it, and return False.
+        """
         try:
             await self.execution.reconcile()
         except (BybitError, OSError, ValueError, KeyError) as e:

@@ -81,18 +81,45 @@ private:
     std::int64_t count_ = 0;
 };
 
+/// Recompute when M2 < kCancelGuard * (largest M2 since the last recompute).
+inline constexpr double kCancelGuard = 1.0 / 256.0;
+
+/// Rolling mean and M2 of the last `window` values; the one sliding-variance core
+/// that RollingLogReturnStd, z-score and Bollinger share. Method: replace the oldest value by the newest with the sliding-window Welford
+/// update; recompute exactly (two-pass over the ring) every time the ring wraps (no
+/// drift beyond one window) and whenever M2 falls below kCancelGuard of its largest
+/// value since the last recompute (a collapse of variance would otherwise leave a
+/// large relative error in a small M2).
+class RollingMoments {
+public:
+    explicit RollingMoments(std::int64_t window, std::int64_t lo = 1);
+    /// Returns true once `window` values are in (defined inline below: hot path).
+    bool update(double x) noexcept;
+    void reset() noexcept;
+    double mean() const noexcept { return mean_; }
+    double m2() const noexcept { return m2_ > 0.0 ? m2_ : 0.0; }
+    /// Population (ddof = 0) standard deviation.
+    double pstd() const noexcept { return std::sqrt(m2() / static_cast<double>(window_)); }
+    bool full() const noexcept { return full_; }
+    std::int64_t window() const noexcept { return window_; }
+
+private:
+    void recompute() noexcept;
+    std::int64_t window_;
+    std::vector<double> ring_;
+    std::size_t pos_ = 0;
+    bool full_ = false;
+    double mean_ = 0.0;
+    double m2_ = 0.0;
+    double m2_ref_ = 0.0;
+};
+
 /// Sample standard deviation (ddof = 1) of the last `window` log returns
 /// ln(close[i] / close[i-1]); fraction per bar.
 ///
-/// Method: the returns live in a ring buffer; mean and M2 are updated with the
-/// sliding-window Welford update (replace the oldest return by the newest) and
-/// recomputed exactly (two-pass over the ring)
-///  * every time the ring wraps, i.e. every `window` returns, so rounding drift
-///    never accumulates beyond one window, and
-///  * whenever M2 falls below 1/256 of its largest value since the last
-///    recompute (cancellation guard: a sliding update's rounding error scales
-///    with the M2 it started from, so a collapse of volatility would otherwise
-///    leave a large relative error in a small M2).
+/// Method: a RollingMoments over the returns (ring buffer, sliding Welford update,
+/// exact recompute on every wrap and when M2 collapses below 1/256 of its recent
+/// maximum), std = sqrt(M2 / (window - 1)).
 class RollingLogReturnStd {
 public:
     explicit RollingLogReturnStd(std::int64_t window);
@@ -106,8 +133,9 @@ public:
     bool advance(double close) noexcept;
     /// The std from the current state: sqrt(max(M2, 0) / (window - 1)) (what
     /// update() returns once ready; meaningless before).
-    double current() const noexcept { return std_from(m2_, window_); }
-    double m2() const noexcept { return m2_; }
+    double current() const noexcept { return std_from(mom_.m2(), window_); }
+    /// M2 of the returns in the window (clamped at 0).
+    double m2() const noexcept { return mom_.m2(); }
     /// sqrt(max(m2, 0) / (window - 1)): the std for a saved M2.
     static double std_from(double m2, std::int64_t window) noexcept {
         return std::sqrt((m2 > 0.0 ? m2 : 0.0) / static_cast<double>(window - 1));
@@ -119,22 +147,13 @@ public:
     std::int64_t window() const noexcept { return window_; }
 
 private:
-    void recompute() noexcept;
-
     std::int64_t window_;
-    std::vector<double> ring_;
-    std::size_t pos_ = 0;
-    bool full_ = false;
+    RollingMoments mom_;  // of the log returns
     double prev_close_ = kNaN;
-    double mean_ = 0.0;
-    double m2_ = 0.0;
-    double m2_ref_ = 0.0;  // largest M2 since the last exact recompute
     double value_ = kNaN;
     std::int64_t count_ = 0;
 };
 
-/// Recompute when M2 < kCancelGuard * (largest M2 since the last recompute).
-inline constexpr double kCancelGuard = 1.0 / 256.0;
 
 /// Wilder's average true range as computed by TA-Lib: the first value (after
 /// period + 1 bars) is the mean of TR[1..period], then
@@ -200,6 +219,34 @@ inline double Atr::update(double high, double low, double close) noexcept {
     return value_;
 }
 
+inline bool RollingMoments::update(double x) noexcept {
+    const std::size_t w = ring_.size();
+    if (!full_) {
+        ring_[pos_] = x;
+        if (++pos_ < w) return false;
+        pos_ = 0;
+        full_ = true;
+        recompute();
+        return true;
+    }
+    const double n = static_cast<double>(window_);
+    const double old = ring_[pos_];
+    ring_[pos_] = x;
+    const double delta = x - old;
+    const double new_mean = mean_ + delta / n;
+    m2_ += delta * ((x - new_mean) + (old - mean_));
+    mean_ = new_mean;
+    if (++pos_ == w) {
+        pos_ = 0;
+        recompute();
+    } else if (m2_ < m2_ref_ * kCancelGuard) {
+        recompute();
+    } else if (m2_ > m2_ref_) {
+        m2_ref_ = m2_;
+    }
+    return true;
+}
+
 inline bool RollingLogReturnStd::advance(double close) noexcept {
     ++count_;
     if (count_ == 1) {
@@ -208,32 +255,7 @@ inline bool RollingLogReturnStd::advance(double close) noexcept {
     }
     const double r = std::log(close / prev_close_);
     prev_close_ = close;
-    const std::size_t w = ring_.size();
-
-    if (!full_) {
-        ring_[pos_] = r;
-        if (++pos_ < w) return false;
-        pos_ = 0;
-        full_ = true;
-        recompute();
-    } else {
-        const double n = static_cast<double>(window_);
-        const double old = ring_[pos_];
-        ring_[pos_] = r;
-        const double delta = r - old;
-        const double new_mean = mean_ + delta / n;
-        m2_ += delta * ((r - new_mean) + (old - mean_));
-        mean_ = new_mean;
-        if (++pos_ == w) {
-            pos_ = 0;
-            recompute();
-        } else if (m2_ < m2_ref_ * kCancelGuard) {
-            recompute();
-        } else if (m2_ > m2_ref_) {
-            m2_ref_ = m2_;
-        }
-    }
-    return true;
+    return mom_.update(r);
 }
 
 inline double RollingLogReturnStd::update_unchecked(double close) noexcept {
@@ -311,32 +333,6 @@ private:
     std::int64_t count_ = 0;
 };
 
-/// Rolling mean and M2 of the last `window` values: ring buffer + sliding
-/// Welford update, exact two-pass recompute on every wrap and on cancellation
-/// (same method as RollingLogReturnStd).
-class RollingMoments {
-public:
-    explicit RollingMoments(std::int64_t window, std::int64_t lo = 1);
-    /// Returns true once `window` values are in.
-    bool update(double x) noexcept;
-    void reset() noexcept;
-    double mean() const noexcept { return mean_; }
-    double m2() const noexcept { return m2_ > 0.0 ? m2_ : 0.0; }
-    /// Population (ddof = 0) standard deviation.
-    double pstd() const noexcept { return std::sqrt(m2() / static_cast<double>(window_)); }
-    bool full() const noexcept { return full_; }
-    std::int64_t window() const noexcept { return window_; }
-
-private:
-    void recompute() noexcept;
-    std::int64_t window_;
-    std::vector<double> ring_;
-    std::size_t pos_ = 0;
-    bool full_ = false;
-    double mean_ = 0.0;
-    double m2_ = 0.0;
-    double m2_ref_ = 0.0;
-};
 
 struct Bands {
     double upper, middle, lower;
