@@ -98,9 +98,94 @@ class StrategySpec(_Model):
     execution: ExecutionSpec = ExecutionSpec()
 
 
+class AutoQuarantineSpec(_Model):
+    """``RiskPolicy.spec.autoQuarantine``: when the worker creates a SymbolQuarantine
+    (TTL ``ttlSeconds``) for one of its symbols by itself. ``consecutiveRejects``: that
+    many order rejects in a row on the symbol (absent = off); ``maxSpreadBps``: the
+    quoted bid/ask spread above this many basis points of the mid price (absent =
+    off; needs a live order book)."""
+
+    consecutiveRejects: int | None = Field(None, ge=1, le=1000)
+    maxSpreadBps: float | None = Field(None, gt=0, le=10000)
+    ttlSeconds: int = Field(900, ge=1, le=31_536_000)
+
+
+class ProfitCaptureSpec(_Model):
+    """``RiskPolicy.spec.profitCapture`` (HEAN's profit capture). Armed when equity
+    gained ``targetPercent`` percent over the cycle's starting equity; then it trails
+    the best gain and captures when the gain falls below ``(1 - trailFraction)`` of
+    it (0 = capture at the target). ``mode`` ``full`` flattens every position,
+    ``partial`` reduces each by ``partialFraction``; ``afterCapture`` ``pause`` blocks
+    new entries until the next UTC day, ``continue`` starts a new cycle at once."""
+
+    enabled: bool = False
+    targetPercent: Decimal = Field(Decimal(5), gt=0, le=1000)
+    trailFraction: Decimal = Field(Decimal("0.3"), ge=0, lt=1)
+    mode: Literal["full", "partial"] = "full"
+    partialFraction: Decimal = Field(Decimal("0.5"), gt=0, le=1)
+    afterCapture: Literal["pause", "continue"] = "pause"
+
+
+class FlashCrashSpec(_Model):
+    """``RiskPolicy.spec.flashCrash`` (Quantum Trader's detector): a drop of
+    ``dropPercent`` percent of equity or of a symbol's price (``source``) within
+    ``windowSeconds`` seconds escalates to ``escalateTo`` at the next evaluation (every
+    candle). A HARD_STOP latches as usual; a lower state holds ``holdSeconds``."""
+
+    enabled: bool = False
+    dropPercent: Decimal = Field(Decimal(3), gt=0, le=100)
+    windowSeconds: int = Field(10, ge=1, le=86_400)
+    source: Literal["equity", "price", "both"] = "both"
+    escalateTo: Literal["SOFT_BRAKE", "QUARANTINE", "HARD_STOP"] = "HARD_STOP"
+    holdSeconds: int = Field(300, ge=0, le=86_400)
+
+
+class VolatilityRegimesSpec(_Model):
+    """``RiskPolicy.spec.volatilityRegimes`` (Quantum Trader): a symbol's current
+    volatility ranked against its last ``historyBars`` readings; at or above the
+    ``highPercentile`` the stop-loss distance is multiplied by ``highMultiplier``, at
+    or above ``extremePercentile`` by ``extremeMultiplier`` (risk per trade stays the
+    same, so the size shrinks)."""
+
+    enabled: bool = False
+    historyBars: int = Field(1440, ge=10, le=100_000)
+    highPercentile: float = Field(75, gt=0, lt=100)
+    extremePercentile: float = Field(95, gt=0, lt=100)
+    highMultiplier: Decimal = Field(Decimal("1.5"), ge=1, le=20)
+    extremeMultiplier: Decimal = Field(Decimal("2.5"), ge=1, le=20)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "VolatilityRegimesSpec":
+        if self.highPercentile >= self.extremePercentile:
+            raise ValueError("spec.volatilityRegimes.highPercentile must be less than "
+                             "spec.volatilityRegimes.extremePercentile")
+        return self
+
+
+class OrderRouterSpec(_Model):
+    """``RiskPolicy.spec.orderRouter`` (Quantum Trader's hybrid orders). ``market``
+    (default): every order is a market order. ``limitFirst``: entries and strategy
+    exits rest as limit orders ``limitOffsetBps`` basis points inside the decision
+    price (``postOnly``: never take liquidity), falling back to a market order after
+    ``timeoutSeconds`` or when the price has moved ``maxChaseBps`` basis points away.
+    Exits are always reduce-only. Stop-losses, take-profits, HARD_STOP and
+    profit-capture flattening are always market orders."""
+
+    mode: Literal["market", "limitFirst"] = "market"
+    limitOffsetBps: float = Field(0, ge=0, le=500)
+    timeoutSeconds: int = Field(120, ge=1, le=86_400)
+    maxChaseBps: float = Field(20, gt=0, le=5000)
+    postOnly: bool = True
+
+
 class RiskPolicySpec(_Model):
     """``RiskPolicy.spec``: drawdowns in percent of peak equity, money in USDT,
-    ``softBrakeSizeFactor`` a fraction (0 blocks new entries in SOFT_BRAKE)."""
+    ``softBrakeSizeFactor`` a fraction (0 blocks new entries in SOFT_BRAKE).
+
+    Optional limits (absent = off): ``maxOrderNotionalUsdt`` caps one order's
+    notional (a larger entry is shrunk to it); ``maxRiskPerTradeFraction`` caps the
+    strategy's ``riskPerTradeFraction``. The sub-objects are documented on their
+    models; every feature that would change trading is off by default."""
 
     softMaxDrawdownPercent: Decimal = Field(Decimal(5), ge=0, le=100)
     hardMaxDrawdownPercent: Decimal = Field(Decimal(10), gt=0, le=100)
@@ -110,6 +195,13 @@ class RiskPolicySpec(_Model):
     maxOpenPositions: int = Field(5, ge=1, le=1000)
     maxOrdersPerMinute: int = Field(60, ge=1, le=6000)
     softBrakeSizeFactor: Decimal = Field(Decimal("0.5"), ge=0, le=1)
+    maxOrderNotionalUsdt: Decimal | None = Field(None, gt=0)
+    maxRiskPerTradeFraction: Decimal | None = Field(None, gt=0, le=1)
+    autoQuarantine: AutoQuarantineSpec = AutoQuarantineSpec()
+    profitCapture: ProfitCaptureSpec = ProfitCaptureSpec()
+    flashCrash: FlashCrashSpec = FlashCrashSpec()
+    volatilityRegimes: VolatilityRegimesSpec = VolatilityRegimesSpec()
+    orderRouter: OrderRouterSpec = OrderRouterSpec()
 
     @model_validator(mode="after")
     def _soft_below_hard(self) -> "RiskPolicySpec":
@@ -144,6 +236,11 @@ __all__ = [
     "ImpulseParams",
     "StrategySpec",
     "RiskPolicySpec",
+    "AutoQuarantineSpec",
+    "ProfitCaptureSpec",
+    "FlashCrashSpec",
+    "VolatilityRegimesSpec",
+    "OrderRouterSpec",
     "QuarantineSpec",
     "quarantine_applies",
     "quarantine_expiry",

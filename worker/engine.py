@@ -48,8 +48,10 @@ from hean import api
 from hean.indicators import ATR, EMA, RollingLogReturnStd
 from hean.marketdata import Bar, Instrument
 
+from . import router as _router
 from .config import ImpulseParams, RiskPolicySpec, StrategySpec
 from .ledger import ZERO, Fill, Ledger
+from .risk import R_AUTO_QUARANTINED, R_FLASH_CRASH, R_ORDER_NOTIONAL, R_PROFIT_PAUSE, RR_AUTO_QUARANTINE, RR_FLASH_CRASH, Safety  # noqa: F401
 
 BPS = Decimal("0.0001")
 SOFT_BRAKE_RELEASE = Decimal("0.8")  # SOFT_BRAKE clears below 80 % of the soft limit
@@ -75,6 +77,8 @@ R_MIN_ORDER = "BELOW_MIN_ORDER"
 R_PENDING = "ORDER_PENDING"
 R_REPLAY_DONE = "REPLAY_FINISHED"
 R_NO_DATA = "MARKET_DATA_MISSING"
+R_POST_ONLY = "POST_ONLY_WOULD_TAKE"
+INTERVAL_MS = {"1": 60_000, "5": 300_000, "60": 3_600_000}
 
 # Risk reason codes (why the risk state is above NORMAL).
 RR_SOFT_DD = "SOFT_DRAWDOWN"
@@ -99,6 +103,10 @@ class Order:
     created_ts_ms: int
     stop_distance: Decimal = ZERO
     target_distance: Decimal = ZERO
+    order_type: str = "Market"  # "Limit" while resting under the limit-first router (worker/router.py)
+    price: Decimal | None = None  # limit price, USDT
+    post_only: bool = False
+    fallback: str = ""  # why a limit became a market order (LIMIT_TIMEOUT, LIMIT_PRICE_MOVED)
 
 
 @dataclass
@@ -180,6 +188,7 @@ class Engine:
         self.executor = None
         self.link_ids = None
         self.blocked_reason: str | None = None  # e.g. EXCHANGE_NOT_RECONCILED, MARKET_DATA_STALE
+        self.safety = Safety()  # RiskPolicy safety features + decision log (worker/risk.py)
 
     # ---- control changes -------------------------------------------------------
     def update_spec(self, spec: StrategySpec) -> None:
@@ -221,6 +230,8 @@ class Engine:
         if self.hard_stop_at is not None and at > self.hard_stop_at:
             self.hard_stop_at = None
             self.hard_stop_cleared_at = at
+            self.safety.transitions.append({"at": at.strftime("%Y-%m-%dT%H:%M:%SZ"), "from": api.RISK_HARD_STOP,
+                                            "to": "CLEARED", "reasons": ["MANUAL_CLEAR_ANNOTATION"]})
             self.peak_equity = self.equity()
             self.day_start_equity = self.peak_equity
             self._evaluate_risk()
@@ -250,6 +261,7 @@ class Engine:
     # ---- risk ----------------------------------------------------------------------
     def _evaluate_risk(self) -> None:
         reasons: list[str] = []
+        flash = None
         state = api.RISK_NORMAL
         pol = self.policy
         if pol is not None:
@@ -258,6 +270,9 @@ class Engine:
                 reasons.append(RR_HARD_DD)
             if self.daily_loss() >= pol.maxDailyLossUsdt:
                 reasons.append(RR_DAILY_LOSS)
+            flash = self.safety.flash.active_state(self.now_ms)
+            if flash == api.RISK_HARD_STOP:
+                reasons.append(RR_FLASH_CRASH)
             if reasons and self.hard_stop_at is None:
                 self.hard_stop_at = datetime.fromtimestamp(self.now_ms / 1000, timezone.utc) if self.now_ms else datetime.now(timezone.utc)
             if self.hard_stop_at is not None:
@@ -277,8 +292,10 @@ class Engine:
             reasons.append(RR_QUARANTINE)
             if api.risk_severity(state) < api.risk_severity(api.RISK_QUARANTINE):
                 state = api.RISK_QUARANTINE
+        state = self._safety_state(state, reasons, flash)
         if state != self.risk_state:
             self.risk_events.append((self.risk_state, state, list(reasons)))
+            self.safety.transition(self.now_ms, self.risk_state, state, reasons)
             entering_hard_stop = state == api.RISK_HARD_STOP
             self.risk_state = state
             if entering_hard_stop:
@@ -294,10 +311,23 @@ class Engine:
 
     # ---- orders and fills ---------------------------------------------------------
     def _queue(self, st: SymbolState, side: str, qty: Decimal, reduce_only: bool, reason: str,
-               stop_distance: Decimal = ZERO, target_distance: Decimal = ZERO) -> Order:
+               stop_distance: Decimal = ZERO, target_distance: Decimal = ZERO) -> Order | None:
+        pol = self.policy
+        if (pol is not None and not reduce_only and pol.maxOrderNotionalUsdt is not None and st.mark is not None
+                and qty * st.mark > pol.maxOrderNotionalUsdt):
+            self._reject(st, side, R_ORDER_NOTIONAL)
+            return None
         self.order_seq += 1
         link = self.link_ids() if self.link_ids is not None else f"{self.name[:20]}-{self.order_seq}"[:36]
         order = Order(link, st.symbol, side, qty, reduce_only, reason, self.now_ms, stop_distance, target_distance)
+        if pol is not None and st.mark is not None and _router.routes(pol.orderRouter, reason, self.executor is not None):
+            order.order_type, order.post_only = _router.LIMIT, pol.orderRouter.postOnly
+            order.price = _router.limit_price(pol.orderRouter, side, st.mark, st.instrument)
+            if order.post_only and _router.would_take(side, order.price, st.mark):
+                self.order_seq -= 1
+                self._reject(st, side, R_POST_ONLY)
+                return None
+        self._record_order(st, order)
         st.pending = order
         self.orders_sent += 1
         self.order_times.append(self.now_ms)
@@ -306,21 +336,38 @@ class Engine:
         return order
 
     def _fill(self, st: SymbolState, side: str, qty: Decimal, ref_price: Decimal, ts_ms: int,
-              order_link_id: str, reason: str) -> Fill:
-        slip = Decimal(str(self.spec.execution.slippageBps)) * BPS
-        if side == "Buy":
-            price = st.instrument.round_price(ref_price * (1 + slip), "up")
+              order_link_id: str, reason: str, maker: bool = False) -> Fill:
+        if maker:  # a resting limit fills at its own price, no slippage, maker fee
+            price, rate = ref_price, self.maker_fee
         else:
-            price = st.instrument.round_price(ref_price * (1 - slip), "down")
-        fee = (qty * price * self.taker_fee).quantize(Decimal("0.00000001"))
-        fill = Fill(f"{order_link_id}-f", order_link_id, st.symbol, side, qty, price, fee, ts_ms, "taker", reason)
+            slip = Decimal(str(self.spec.execution.slippageBps)) * BPS
+            if side == "Buy":
+                price = st.instrument.round_price(ref_price * (1 + slip), "up")
+            else:
+                price = st.instrument.round_price(ref_price * (1 - slip), "down")
+            rate = self.taker_fee
+        fee = (qty * price * rate).quantize(Decimal("0.00000001"))
+        fill = Fill(f"{order_link_id}-f", order_link_id, st.symbol, side, qty, price, fee, ts_ms,
+                    "maker" if maker else "taker", reason)
         self.ledger.apply(fill)
+        self.safety.autoq.on_accept(st.symbol)
         return fill
 
     def _execute_pending(self, st: SymbolState, bar: Bar) -> None:
         order = st.pending
         if order is None:
             return
+        maker = False
+        if order.order_type == _router.LIMIT:
+            outcome = _router.on_bar(self.policy.orderRouter if self.policy else None, order, bar) \
+                if self.policy is not None else _router.FALLBACK_TIMEOUT
+            if outcome is None:
+                return  # keeps resting
+            if outcome != _router.FILL:  # cancel the limit; a market order fills at the next open
+                order.order_type, order.fallback, order.price = _router.MARKET, outcome, None
+                self.reasons[outcome] += 1
+                return
+            maker = True
         st.pending = None
         pos = self.ledger.position(st.symbol)
         qty = order.qty
@@ -329,7 +376,8 @@ class Engine:
                 self.rejects["REDUCE_ONLY_NO_POSITION"] += 1
                 return
             qty = min(qty, abs(pos.size))
-        fill = self._fill(st, order.side, qty, bar.open, bar.ts_ms, order.order_link_id, order.reason)
+        fill = self._fill(st, order.side, qty, order.price if maker else bar.open, bar.ts_ms, order.order_link_id,
+                          order.reason, maker)
         if order.reduce_only:
             if self.ledger.position(st.symbol).size == 0:
                 st.stop_price = st.target_price = None
@@ -415,6 +463,9 @@ class Engine:
             st.pending = None
         if reject_reason:
             self.rejects[reject_reason] += 1
+            if st is not None and self.policy is not None:
+                self._auto_quarantine(self.safety.autoq.on_reject(self.policy.autoQuarantine, symbol, self.now_ms,
+                                                                  reject_reason))
 
     # ---- the per-candle step -----------------------------------------------------
     def on_bar(self, symbol: str, bar: Bar) -> None:
@@ -451,6 +502,7 @@ class Engine:
         eq = self.equity()
         if eq > self.peak_equity and self.hard_stop_at is None:
             self.peak_equity = eq
+        self._safety_step(st, bar, sigma, eq)
         self._evaluate_risk()
         while self.order_times and self.order_times[0] <= self.now_ms - 60_000:
             self.order_times.popleft()
@@ -472,6 +524,8 @@ class Engine:
         st.last_reason = reason or ""
         if reason:
             self.reasons[reason] += 1
+            if reason not in (R_NO_SIGNAL, R_WARMING_UP, R_COOLDOWN, R_PENDING):
+                self.safety.decisions.add(self.now_ms, st.symbol, "", "blocked", reason, self._flags(st))
 
     def _entry_block(self, st: SymbolState, warm: bool) -> str | None:
         if self.policy is None:
@@ -484,6 +538,9 @@ class Engine:
             return R_HARD_STOP
         if st.quarantined:
             return R_QUARANTINED
+        safety_block = self._safety_block(st)
+        if safety_block:
+            return safety_block
         if self.risk_state == api.RISK_SOFT_BRAKE and self.policy.softBrakeSizeFactor == 0:
             return R_SOFT_BRAKE
         if st.pending is not None:
@@ -509,7 +566,7 @@ class Engine:
         pol = self.policy
         assert pol is not None
         if len(self.order_times) >= pol.maxOrdersPerMinute:
-            self.rejects[R_ORDER_RATE] += 1
+            self._reject(st, side, R_ORDER_RATE)
             return R_ORDER_RATE
         if len(self.ledger.open_positions()) >= pol.maxOpenPositions:
             return R_MAX_POSITIONS
@@ -517,25 +574,155 @@ class Engine:
         assert price is not None
         equity = self.equity()
         size_factor = pol.softBrakeSizeFactor if self.risk_state == api.RISK_SOFT_BRAKE else Decimal(1)
-        stop_distance = Decimal(repr(p.stopLossAtr * atr))
+        stop_distance = Decimal(repr(p.stopLossAtr * atr)) * self._stop_multiplier(st, sigma)
         target_distance = Decimal(repr(p.takeProfitAtr * atr))
         if stop_distance <= 0:
             return R_NO_SIGNAL
-        risk_usdt = equity * Decimal(repr(p.riskPerTradeFraction)) * size_factor
+        risk_usdt = equity * self._risk_fraction(p.riskPerTradeFraction) * size_factor
         qty = risk_usdt / stop_distance
         leverage = min(self.spec.maxLeverage, pol.maxLeverage, st.instrument.max_leverage)
         room = equity * leverage - self.ledger.gross_notional(self.marks())
         cap = min(pol.maxPositionNotionalUsdt, room)
         if cap <= 0:
             return R_NOTIONAL
+        cap = self._order_cap(cap)
         qty = min(qty, cap / price)
         qty = st.instrument.round_qty(qty)
         if qty < st.instrument.min_order_qty or qty * price < st.instrument.min_notional:
-            self.rejects[R_MIN_ORDER] += 1
+            self._reject(st, side, R_MIN_ORDER)
             return R_MIN_ORDER
-        self._queue(st, side, qty, False, "IMPULSE_ENTRY", stop_distance, target_distance)
+        if self._queue(st, side, qty, False, "IMPULSE_ENTRY", stop_distance, target_distance) is None:
+            return self.safety.last_reject
         st.entry_orders += 1
         return None
+
+    # ---- safety features (RiskPolicy; logic in worker/risk.py and worker/router.py) ---------
+    def _safety_state(self, state: str, reasons: list[str], flash: str | None) -> str:
+        """Escalate ``state`` for a held flash crash or an auto-quarantine (appends reasons)."""
+        if self.policy is None:
+            return state
+        if flash in (api.RISK_SOFT_BRAKE, api.RISK_QUARANTINE):
+            reasons.append(RR_FLASH_CRASH)
+            if api.risk_severity(state) < api.risk_severity(flash):
+                state = flash
+        if self.safety.autoq.any_blocked(self.now_ms):
+            reasons.append(RR_AUTO_QUARANTINE)
+            if api.risk_severity(state) < api.risk_severity(api.RISK_QUARANTINE):
+                state = api.RISK_QUARANTINE
+        return state
+
+    def _safety_step(self, st: SymbolState, bar: Bar, sigma: float, equity: Decimal) -> None:
+        """Per candle, before the risk evaluation: volatility history, flash-crash
+        samples (open at the candle's start, close at its end, equity at its end) and
+        profit capture."""
+        pol = self.policy
+        if pol is None:
+            return
+        sf = self.safety
+        sf.regimes.observe(pol.volatilityRegimes, st.symbol, sigma)
+        if pol.flashCrash.enabled:
+            end = bar.ts_ms + INTERVAL_MS.get(self.spec.marketData.replay.interval, 60_000) - 1
+            sf.flash.observe(pol.flashCrash, end, st.symbol, [(bar.ts_ms, bar.open), (end, bar.close)], equity)
+        action = sf.profit.update(pol.profitCapture, equity, self.day or 0, bar.ts_ms)
+        if action is not None:
+            for s in self.symbols.values():
+                pos = self.ledger.positions.get(s.symbol)
+                if pos is None or pos.size == 0:
+                    continue
+                qty = abs(pos.size) if action == "full" else s.instrument.round_qty(
+                    abs(pos.size) * pol.profitCapture.partialFraction)
+                if qty > 0:
+                    s.pending = None
+                    self._queue(s, "Sell" if pos.size > 0 else "Buy", qty, True, "PROFIT_CAPTURE")
+
+    def _safety_block(self, st: SymbolState) -> str | None:
+        sf, pol = self.safety, self.policy
+        if sf.autoq.blocked(st.symbol, self.now_ms):
+            return R_AUTO_QUARANTINED
+        if pol is not None and sf.profit.paused(pol.profitCapture, self.day):
+            return R_PROFIT_PAUSE
+        if sf.flash.state == api.RISK_QUARANTINE and self.now_ms <= sf.flash.until_ms:
+            return R_FLASH_CRASH
+        return None
+
+    def _stop_multiplier(self, st: SymbolState, sigma: float) -> Decimal:
+        """Volatility-regime multiplier of the stop distance (1 when the feature is off)."""
+        regime, mult = self.safety.regimes.classify(self.policy.volatilityRegimes, st.symbol, sigma)
+        self.safety.regime[st.symbol] = (regime, mult)
+        return mult
+
+    def _risk_fraction(self, fraction: float) -> Decimal:
+        """The strategy's risk per trade, capped by ``maxRiskPerTradeFraction``."""
+        f = Decimal(repr(fraction))
+        cap = self.policy.maxRiskPerTradeFraction
+        if cap is not None and f > cap:
+            self.safety.entry_flags["riskFractionCapped"] = str(cap)
+            return cap
+        return f
+
+    def _order_cap(self, cap: Decimal) -> Decimal:
+        """Notional cap of one entry: ``cap`` or ``maxOrderNotionalUsdt`` if lower."""
+        lim = self.policy.maxOrderNotionalUsdt
+        if lim is not None and lim < cap:
+            self.safety.entry_flags["orderNotionalCapped"] = str(lim)
+            return lim
+        return cap
+
+    def _flags(self, st: SymbolState) -> dict:
+        """Gating flags of a decision on ``st`` now (see worker/risk.py DecisionLog)."""
+        f: dict = {"riskState": self.risk_state}
+        if self.policy is not None and self.risk_state == api.RISK_SOFT_BRAKE:
+            f["sizeFactor"] = str(self.policy.softBrakeSizeFactor)
+        reg = self.safety.regime.get(st.symbol)
+        if reg is not None and reg[0] != "normal":
+            f["volRegime"], f["stopMultiplier"] = reg[0], str(reg[1])
+        f.update(self.safety.entry_flags)
+        return f
+
+    def _record_order(self, st: SymbolState, order: Order) -> None:
+        flags = self._flags(st)
+        flags.update(orderType=order.order_type, postOnly=order.post_only, reduceOnly=order.reduce_only)
+        self.safety.decisions.add(self.now_ms, st.symbol, order.side, "sent", order.reason, flags)
+        self.safety.entry_flags.clear()
+
+    def _reject(self, st: SymbolState, side: str, code: str) -> None:
+        """Count an order rejected before it reached the venue, log it and feed the
+        auto-quarantine rule."""
+        self.rejects[code] += 1
+        self.safety.last_reject = code
+        self.safety.decisions.add(self.now_ms, st.symbol, side, "rejected", code, self._flags(st))
+        self.safety.entry_flags.clear()
+        if self.policy is not None:
+            self._auto_quarantine(self.safety.autoq.on_reject(self.policy.autoQuarantine, st.symbol, self.now_ms, code))
+
+    def _auto_quarantine(self, request: dict | None) -> None:
+        if request is not None:
+            self.safety.decisions.add(self.now_ms, request["symbol"], "", "blocked", R_AUTO_QUARANTINED,
+                                      {"autoQuarantine": request["reason"], "ttlSeconds": request["ttlSeconds"]})
+
+    def on_spread(self, symbol: str, bid: Decimal, ask: Decimal) -> None:
+        """Best bid/ask of ``symbol`` from a live order book (USDT): feeds the
+        ``autoQuarantine.maxSpreadBps`` rule."""
+        if self.policy is not None and symbol in self.symbols:
+            self._auto_quarantine(self.safety.autoq.on_spread(self.policy.autoQuarantine, symbol, self.now_ms,
+                                                              bid, ask))
+
+    def governor_status(self) -> dict:
+        """HEAN's ``/risk/governor/status`` (see :func:`hean.worker.risk.governor_status`)
+        plus the safety features' latest events."""
+        from .risk import governor_status
+
+        sf = self.safety
+        out = governor_status(self.risk_state, self.risk_reasons, sf.since_ms, self.hard_stop_at,
+                              self.hard_stop_cleared_at, sf.transitions)
+        out.update({
+            "flashCrash": {"detections": sf.flash.detections, "last": sf.flash.last},
+            "profitCapture": {"captures": sf.profit.captures, "last": sf.profit.last,
+                              "armed": sf.profit.armed, "paused": sf.profit.paused_day is not None},
+            "autoQuarantines": list(sf.autoq.history[-20:]),
+            "volatilityRegimes": {s: r for s, (r, _) in sf.regime.items()},
+        })
+        return out
 
     def finish(self) -> None:
         """Mark every flat symbol as done (the replay ran out)."""
