@@ -4,8 +4,15 @@ Every fill is recorded once (keyed by its execution id) and moves three things:
 the position of its symbol, realized PnL (on the part of the fill that reduces the
 position), and fees. The ledger's invariant, checked by :meth:`Ledger.check`, is
 
-    equity = capital + realized_pnl - fees + unrealized_pnl
+    total = realized_pnl + funding + rewards - fees - opportunity_cost   (HEAN's truth layer)
+    equity = capital + total + unrealized_pnl
     position(symbol) = sum of signed fill quantities of that symbol
+
+``funding`` is funding received (> 0) or paid (< 0), ``rewards`` exchange rebates or
+rewards received, ``opportunity_cost`` what the account gave up (e.g. a missed
+maker rebate), all USDT. The paper engine books none of the three today (no
+funding-rate history for the recorded symbols; :meth:`Ledger.book_funding` is the
+hook), so they stay 0 and the formula is still checked.
 
 Position accounting is the average-entry-price method Bybit uses for USDT perpetuals
 (https://www.bybit.com/en/help-center/article/Profit-Loss-calculations-USDT-Contract):
@@ -91,6 +98,18 @@ class Ledger:
     _exec_ids: set[str] = field(default_factory=set)
     closed_trades: int = 0
     winning_trades: int = 0
+    funding: Decimal = ZERO
+    rewards: Decimal = ZERO
+    opportunity_cost: Decimal = ZERO
+
+    def total(self) -> Decimal:
+        """HEAN's truth-layer total, USDT: ``realized_pnl + funding + rewards - fees -
+        opportunity_cost``."""
+        return self.realized_pnl + self.funding + self.rewards - self.fees - self.opportunity_cost
+
+    def book_funding(self, amount: Decimal) -> None:
+        """Book a funding payment: ``amount`` USDT received (> 0) or paid (< 0)."""
+        self.funding += amount
 
     def position(self, symbol: str) -> Position:
         """The position of ``symbol`` (created flat on first use)."""
@@ -155,8 +174,9 @@ class Ledger:
         return total
 
     def equity(self, marks: dict[str, Decimal]) -> Decimal:
-        """``capital + realized_pnl - fees + unrealized_pnl`` in USDT."""
-        return self.capital + self.realized_pnl - self.fees + self.unrealized_pnl(marks)
+        """``capital + total() + unrealized_pnl`` in USDT (``total()``: realized PnL +
+        funding + rewards - fees - opportunity cost)."""
+        return self.capital + self.total() + self.unrealized_pnl(marks)
 
     def open_positions(self) -> list[Position]:
         """Positions whose size is not zero."""
