@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from hean import api
-from hean.quarantine import parse_time, quarantine_active, quarantine_expiry, selector_matches
+from hean.quarantine import auto_quarantine_name, parse_time, quarantine_active, quarantine_expiry, selector_matches
 
 HEARTBEAT_TIMEOUT_SECONDS = 30
 POD_BACKOFF_BASE_SECONDS = 2.0
@@ -199,8 +199,9 @@ def desired_service_account(strategy: dict) -> dict:
 
 def desired_role(strategy: dict) -> dict:
     """The worker's Role: read the three kinds in its namespace, patch the status of
-    its own TradingStrategy only, and create Events. Nothing else (no Secrets, no
-    Pods)."""
+    its own TradingStrategy only, create Events, and create SymbolQuarantines / patch
+    its own ``auto-<strategy>-<symbol>`` ones (RiskPolicy ``spec.autoQuarantine``).
+    Nothing else (no Secrets, no Pods)."""
     meta = strategy["metadata"]
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
@@ -212,6 +213,12 @@ def desired_role(strategy: dict) -> dict:
             {"apiGroups": [api.GROUP], "resources": [f"{api.STRATEGY_PLURAL}/status"],
              "resourceNames": [meta["name"]], "verbs": ["get", "patch"]},
             {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
+            # RiskPolicy spec.autoQuarantine: the worker creates SymbolQuarantines itself
+            # (create cannot be limited by name; patch only its own auto-<name>-<symbol>).
+            {"apiGroups": [api.GROUP], "resources": [api.QUARANTINE_PLURAL], "verbs": ["create"]},
+            {"apiGroups": [api.GROUP], "resources": [api.QUARANTINE_PLURAL], "verbs": ["patch"],
+             "resourceNames": sorted(auto_quarantine_name(meta["name"], s)
+                                     for s in ((strategy.get("spec") or {}).get("symbols") or []))},
         ],
     }
 

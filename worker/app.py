@@ -19,7 +19,6 @@ the operator fills from the strategy's Secret; never logged). See docs/bybit.md.
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
 import signal
 import time
@@ -32,6 +31,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hean import api
 from hean.kube import Informer, load_config, now_rfc3339, patch_status, post_event
+from hean.backtest import merge_bars
 from hean.marketdata import load_instruments, load_klines
 
 from .config import (
@@ -122,6 +122,9 @@ class Worker:
         self.live_data = None  # hean.worker.bybit.runtime.LiveData (marketData.source live)
         self.instruments_doc: dict | None = None
         self.funding: dict[str, list] = {}
+        self._clear_ignored: str | None = None
+        self.auto_quarantines_created = 0
+        self.auto_quarantine_errors = 0
 
     # ---- watch callbacks --------------------------------------------------------
     def _apply_strategy(self, obj: dict) -> None:
@@ -154,8 +157,14 @@ class Worker:
             except ValueError:
                 log.warning("annotation %s is not an RFC 3339 time: %r", api.ANNOTATION_CLEAR_HARD_STOP, clear)
                 at = None
+            stopped_at = self.engine.hard_stop_at
             if at is not None and self.engine.clear_hard_stop(at):
-                self._post(obj, "HardStopCleared", f"HARD_STOP cleared by annotation {api.ANNOTATION_CLEAR_HARD_STOP}={clear}")
+                self._post(obj, "HardStopCleared", f"HARD_STOP (latched at {stopped_at:%Y-%m-%dT%H:%M:%SZ}) cleared "
+                           f"by annotation {api.ANNOTATION_CLEAR_HARD_STOP}={clear}")
+            elif at is not None and stopped_at is not None and clear != self._clear_ignored:
+                self._clear_ignored = clear
+                self._post(obj, "HardStopClearIgnored", f"annotation {api.ANNOTATION_CLEAR_HARD_STOP}={clear} is not "
+                           f"after the HARD_STOP at {stopped_at:%Y-%m-%dT%H:%M:%SZ}; set a later time", "Warning")
         self._apply_policy()
         self._apply_quarantines()
 
@@ -215,12 +224,49 @@ class Worker:
     def _drain_risk_events(self) -> None:
         if self.engine is None:
             return
+        self._create_auto_quarantines()
         while self.engine.risk_events:
             old, new, reasons = self.engine.risk_events.pop(0)
             dd = self.engine.drawdown_percent().quantize(Decimal("0.01"))
             msg = f"risk state {old} -> {new} ({', '.join(reasons) or 'limits clear'}); drawdown {dd}%"
             log.warning(msg)
             self._post(self.strategy_obj, "RiskStateChanged", msg, "Normal" if new == api.RISK_NORMAL else "Warning")
+
+    def _create_auto_quarantines(self) -> None:
+        """Turn the engine's auto-quarantine requests (RiskPolicy spec.autoQuarantine)
+        into SymbolQuarantine objects (create, or re-arm ``expiresAt`` if it exists)."""
+        reqs = self.engine.safety.autoq.requests if self.engine is not None else []
+        while reqs:
+            req = reqs.pop(0)
+            if self.api_client is None or self.strategy_obj is None:
+                continue
+            asyncio.get_running_loop().create_task(self._create_quarantine(req))
+
+    async def _create_quarantine(self, req: dict) -> None:
+        from kubernetes_asyncio import client as kclient
+        from kubernetes_asyncio.client.exceptions import ApiException
+
+        from .risk import auto_quarantine_manifest
+
+        body = auto_quarantine_manifest(self.strategy_obj, req, datetime.now(timezone.utc))
+        custom = kclient.CustomObjectsApi(self.api_client)
+        ns, name = self.settings.namespace, body["metadata"]["name"]
+        try:
+            try:
+                await custom.create_namespaced_custom_object(api.GROUP, api.VERSION, ns, api.QUARANTINE_PLURAL, body)
+            except ApiException as e:
+                if e.status != 409:
+                    raise
+                await custom.patch_namespaced_custom_object(api.GROUP, api.VERSION, ns, api.QUARANTINE_PLURAL, name,
+                                                            {"spec": body["spec"]},
+                                                            _content_type="application/merge-patch+json")
+            self.auto_quarantines_created += 1
+            self._post(self.strategy_obj, "SymbolAutoQuarantined",
+                       f"SymbolQuarantine {name} for {req['symbol']} until {body['spec']['expiresAt']}: {req['reason']}",
+                       "Warning")
+        except Exception as e:  # noqa: BLE001 - the engine blocks the symbol itself anyway
+            self.auto_quarantine_errors += 1
+            log.warning("could not create SymbolQuarantine %s: %r", name, e)
 
     # ---- the replay -------------------------------------------------------------
     def _load(self, spec: StrategySpec):
@@ -308,7 +354,7 @@ class Worker:
             def on_bar(symbol, bar):
                 self.cursor_ms = bar.ts_ms
                 self.events_total += 1
-                if engine.risk_events:
+                if engine.risk_events or engine.safety.autoq.requests:
                     self._drain_risk_events()
             self.live_data.on_bar = on_bar
             if getattr(self, "obs", None) is not None:
@@ -349,9 +395,8 @@ class Worker:
         self._engine_ready.set()
         spec = engine.spec.marketData.replay
         start_ms = int(spec.start.timestamp() * 1000) if spec.start else None
-        streams = [[(b.ts_ms, sym, b) for b in s.bars if start_ms is None or b.ts_ms >= start_ms] for sym, s in series.items()]
         while True:
-            merged = list(heapq.merge(*streams, key=lambda t: (t[0], t[1])))
+            merged = merge_bars(series, start_ms)  # the same feed order as `hean backtest`
             if not merged:
                 self.data_error = "no candles at or after spec.marketData.replay.start"
                 self.replay_done = True
@@ -370,7 +415,7 @@ class Worker:
                 engine.on_bar(sym, bar)
                 self.cursor_ms = ts
                 self.events_total += 1
-                if engine.risk_events:
+                if engine.risk_events or engine.safety.autoq.requests:
                     self._drain_risk_events()
             if not spec.loop:
                 break
@@ -400,9 +445,12 @@ class Worker:
         reasons = e.top_reasons()
         if self.replay_done:
             reasons = [{"reason": "REPLAY_FINISHED", "count": 1}] + reasons[:4]
+        gov = e.governor_status()
         st.update({
             "riskState": e.risk_state,
             "riskReasons": list(e.risk_reasons),
+            "riskGovernor": {k: gov[k] for k in ("since", "recommendedAction", "clearRule", "hardStopAt")
+                             if gov[k] is not None},
             "tradingActive": active,
             "equity": str(e.equity().quantize(q)),
             "realizedPnl": str(realized.quantize(q)),

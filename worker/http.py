@@ -2,7 +2,9 @@
 ``/ledger`` and ``/metrics`` (Prometheus text format from prometheus-client).
 
 ``/why`` answers HEAN's ``/trading/why``: whether the worker is trading, its risk
-state and reasons, per-symbol gating and the top reasons entries were not made.
+state and reasons, per-symbol gating, the top reasons entries were not made, the
+governor's view and the last order decisions with their gating flags.
+``/risk/governor/status`` is HEAN's Risk Governor status (worker/risk.py).
 ``/ledger`` is the paper account (capital, realized PnL, fees, positions, every fill)
 so anyone can check ``status`` against it.
 
@@ -51,7 +53,8 @@ ORDER_OUTCOMES = ("filled", "rejected", "cancelled")
 # Known reason codes are exported at 0 from the start: a series that only appears
 # with its first event breaks rate()/increase() and "no data" panels.
 BLOCK_REASONS = tuple(sorted(v for k, v in vars(_engine).items() if k.startswith("R_") and isinstance(v, str)))
-REJECT_REASONS = (_engine.R_MIN_ORDER, _engine.R_ORDER_RATE, "REDUCE_ONLY_NO_POSITION")
+REJECT_REASONS = (_engine.R_MIN_ORDER, _engine.R_ORDER_RATE, "REDUCE_ONLY_NO_POSITION", _engine.R_ORDER_NOTIONAL,
+                  _engine.R_POST_ONLY)
 DROP_REASONS = ("bad_number", "bad_timestamp", "duplicate_timestamp", "high_below_low", "non_positive_price",
                 "out_of_order", "short_row")
 
@@ -394,9 +397,22 @@ def build_app(worker: "Worker") -> FastAPI:
             "specAppliedAt": worker.spec_applied_at,
             "topReasons": e.top_reasons(10),
             "rejects": dict(e.rejects),
+            "governor": e.governor_status(),
+            "recentDecisions": e.safety.decisions.recent(50),
             "replay": worker.runtime_status().get("replay"),
         })
         return out
+
+    @app.get("/risk/governor/status")
+    async def governor() -> Response:
+        """HEAN's ``/risk/governor/status``: state, reason codes with their recommended
+        action and clear rule, transitions, flash-crash / profit-capture /
+        auto-quarantine events (worker/risk.py governor_status)."""
+        e = worker.engine
+        if e is None:
+            return JSONResponse({"ready": False, "reason": worker.spec_error or worker.data_error or "starting"},
+                                status_code=503)
+        return JSONResponse(e.governor_status())
 
     @app.get("/ledger")
     async def ledger() -> dict:
@@ -410,6 +426,10 @@ def build_app(worker: "Worker") -> FastAPI:
             "capital": str(e.ledger.capital),
             "realizedPnl": str(e.ledger.realized_pnl),
             "fees": str(e.ledger.fees),
+            "funding": str(e.ledger.funding),
+            "rewards": str(e.ledger.rewards),
+            "opportunityCost": str(e.ledger.opportunity_cost),
+            "total": str(e.ledger.total()),
             "unrealizedPnl": str(e.ledger.unrealized_pnl(marks)),
             "equity": str(e.equity()),
             "marks": {k: str(v) for k, v in marks.items()},

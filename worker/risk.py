@@ -34,6 +34,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 
 from hean import api
+from hean.quarantine import auto_quarantine_name
 
 # ---- risk reason codes (why the state is above NORMAL) -----------------------------
 RR_SOFT_DD = "SOFT_DRAWDOWN"
@@ -412,3 +413,27 @@ class Safety:
         self.since_ms = ts_ms
         self.transitions.append({"at": _rfc3339(ts_ms), "from": old, "to": new, "reasons": list(reasons)})
         del self.transitions[:-50]
+
+
+def auto_quarantine_manifest(strategy_obj: dict, request: dict, now: datetime) -> dict:
+    """The SymbolQuarantine for an auto-quarantine ``request`` (``{symbol, reason,
+    ttlSeconds}``) of the TradingStrategy ``strategy_obj``: expiry ``now +
+    ttlSeconds`` as ``spec.expiresAt`` (wall clock), no ``strategySelector`` (the
+    rules are about the symbol's market, so every strategy in the namespace stops
+    entering it), owned by the strategy (garbage-collected with it)."""
+    from datetime import timedelta
+
+    meta = strategy_obj.get("metadata") or {}
+    name = meta.get("name", "strategy")
+    expires = (now + timedelta(seconds=int(request["ttlSeconds"]))).strftime("%Y-%m-%dT%H:%M:%SZ")
+    owner = [{"apiVersion": api.API_VERSION, "kind": api.STRATEGY_KIND, "name": name, "uid": meta["uid"],
+              "controller": False, "blockOwnerDeletion": False}] if meta.get("uid") else []
+    return {
+        "apiVersion": api.API_VERSION, "kind": api.QUARANTINE_KIND,
+        "metadata": {"name": auto_quarantine_name(name, request["symbol"]), "namespace": meta.get("namespace"),
+                     "labels": {api.LABEL_STRATEGY: name, api.LABEL_MANAGED_BY: "hean-worker",
+                                "hean.io/auto-quarantine": "true"},
+                     "ownerReferences": owner},
+        "spec": {"symbol": request["symbol"], "reason": f"auto-quarantine by {name}: {request['reason']}"[:256],
+                 "expiresAt": expires},
+    }

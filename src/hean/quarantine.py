@@ -81,3 +81,11 @@ def quarantine_applies(obj: dict, symbol: str, strategy_labels: dict[str, str], 
     except (ValueError, TypeError):
         return False
     return selector_matches(spec.get("strategySelector"), strategy_labels)
+
+
+def auto_quarantine_name(strategy: str, symbol: str) -> str:
+    """Deterministic name of the SymbolQuarantine a strategy's worker creates for
+    ``symbol`` under RiskPolicy ``spec.autoQuarantine``: ``auto-<strategy>-<symbol lower
+    case>`` (at most 253 characters). One object per (strategy, symbol), re-armed by
+    patching ``spec.expiresAt``; the worker's Role may patch exactly these names."""
+    return f"auto-{strategy}-{symbol.lower()}"[:253]

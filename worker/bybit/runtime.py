@@ -101,6 +101,11 @@ class LiveData:
         self.on_bar = None  # extra hook (the worker's cursor)
 
     def _on_bar(self, symbol, bar) -> None:
+        book = self.feed.books.get(symbol)  # RiskPolicy autoQuarantine.maxSpreadBps, checked once per candle
+        if book is not None and book.valid and hasattr(self.engine, "on_spread"):
+            bb, ba = book.best_bid(), book.best_ask()
+            if bb and ba:
+                self.engine.on_spread(symbol, bb[0], ba[0])
         self.engine.on_bar(symbol, bar)
         self.bars += 1
         if self.on_bar is not None:

@@ -4,6 +4,11 @@
   - apiGroups: ["hean.io"]
     resources: ["tradingstrategies", "riskpolicies", "symbolquarantines"]
     verbs: ["get", "list", "watch", "patch", "update"]
+  # Workers' Roles may create SymbolQuarantines (RiskPolicy spec.autoQuarantine);
+  # RBAC only lets the operator grant what it holds itself.
+  - apiGroups: ["hean.io"]
+    resources: ["symbolquarantines"]
+    verbs: ["create"]
   - apiGroups: ["hean.io"]
     resources: ["tradingstrategies/status", "riskpolicies/status", "symbolquarantines/status"]
     verbs: ["get", "patch", "update"]
