@@ -91,7 +91,7 @@ STATUS_KEYS = {
         "riskState", "riskReasons", "tradingActive", "equity", "realizedPnl",
         "unrealizedPnl", "fees", "pnl", "drawdownPercent", "openPositions",
         "positions", "trades", "orders", "lastHeartbeat", "notTradingReasons",
-        "replay", "workerObservedGeneration",
+        "replay", "workerObservedGeneration", "riskGovernor",
     },
     "RiskPolicy": {"observedGeneration", "conditions", "strategies", "worstState", "states"},
     "SymbolQuarantine": {
@@ -246,6 +246,10 @@ CEL_MIRRORS: dict[str, CelMirror] = {
     "self.softMaxDrawdownPercent < self.hardMaxDrawdownPercent":
         lambda s: "softMaxDrawdownPercent" not in s or "hardMaxDrawdownPercent" not in s
         or s["softMaxDrawdownPercent"] < s["hardMaxDrawdownPercent"],
+    "!has(self.highPercentile) || !has(self.extremePercentile) || "
+    "self.highPercentile < self.extremePercentile":
+        lambda s: "highPercentile" not in s or "extremePercentile" not in s
+        or s["highPercentile"] < s["extremePercentile"],
     "has(self.expiresAt) != has(self.ttlSeconds)":
         lambda s: ("expiresAt" in s) != ("ttlSeconds" in s),
     "(self.operator in ['In', 'NotIn']) == (has(self.values) && size(self.values) > 0)":
@@ -545,6 +549,21 @@ def test_risk_policy_defaults_match_design() -> None:
         "softMaxDrawdownPercent": 5, "hardMaxDrawdownPercent": 10, "maxLeverage": 3,
         "maxOpenPositions": 5, "maxOrdersPerMinute": 60, "softBrakeSizeFactor": 0.5,
     }
+    # the safety blocks' defaults (applied when a block is present) are the worker's
+    from hean.worker.config import RiskPolicySpec
+
+    blocks = ("autoQuarantine", "profitCapture", "flashCrash", "volatilityRegimes", "orderRouter")
+    full = apply_defaults(schema, {"spec": {"maxDailyLossUsdt": 1, "maxPositionNotionalUsdt": 1,
+                                            **{b: {} for b in blocks}}})["spec"]
+    model = RiskPolicySpec.model_validate(full).model_dump(mode="json")
+    for b in blocks:
+        want = {k: v for k, v in model[b].items() if v is not None}
+        got = {k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
+               for k, v in full[b].items()}
+        want = {k: (float(v) if isinstance(v, (int, float, str)) and k not in ("mode", "source", "escalateTo",
+                                                                                 "afterCapture") else v)
+                for k, v in want.items()}
+        assert got == want, b
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -684,6 +703,15 @@ def test_symbol_quarantine_rules(spec: dict, valid: bool) -> None:
         ({"softMaxDrawdownPercent": 12}, False),  # hard defaults to 10
         ({"maxDailyLossUsdt": 0}, False),
         ({"softBrakeSizeFactor": 1.5}, False),
+        ({"volatilityRegimes": {"highPercentile": 95, "extremePercentile": 90}}, False),
+        ({"volatilityRegimes": {"highPercentile": 96}}, False),  # extreme defaults to 95
+        ({"volatilityRegimes": {"enabled": True}}, True),
+        ({"flashCrash": {"enabled": True, "escalateTo": "PANIC"}}, False),
+        ({"orderRouter": {"mode": "limitFirst", "timeoutSeconds": 0}}, False),
+        ({"profitCapture": {"enabled": True, "trailFraction": 1}}, False),
+        ({"autoQuarantine": {"consecutiveRejects": 3, "maxSpreadBps": 50}}, True),
+        ({"maxOrderNotionalUsdt": 0}, False),
+        ({"maxRiskPerTradeFraction": 0.01}, True),
     ],
 )
 def test_risk_policy_rules(patch: dict, valid: bool) -> None:
@@ -712,6 +740,8 @@ def test_worker_status_example_validates() -> None:
                            "unrealizedPnl": "-9.995"}],
             "trades": 3, "orders": 7, "lastHeartbeat": "2026-01-01T00:00:01.5+00:00",
             "notTradingReasons": [{"reason": "COOLDOWN", "count": 4}],
+            "riskGovernor": {"since": "2026-01-01T00:00:00Z", "recommendedAction": "watch the drawdown",
+                             "clearRule": "automatic", "hardStopAt": "2026-01-01T00:00:00Z"},
             "replay": {"cursor": "2024-01-01T00:00:00Z", "progress": "0.25", "done": False},
             "workerObservedGeneration": 2,
         },
