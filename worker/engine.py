@@ -568,7 +568,10 @@ class Engine:
         if len(self.order_times) >= pol.maxOrdersPerMinute:
             self._reject(st, side, R_ORDER_RATE)
             return R_ORDER_RATE
-        if len(self.ledger.open_positions()) >= pol.maxOpenPositions:
+        # entries sent but not filled yet count as open (several symbols decide on one candle)
+        pending = [s for s in self.symbols.values()
+                   if s.pending is not None and not s.pending.reduce_only and self.ledger.position(s.symbol).size == 0]
+        if len(self.ledger.open_positions()) + len(pending) >= pol.maxOpenPositions:
             return R_MAX_POSITIONS
         price = st.mark
         assert price is not None
@@ -581,7 +584,8 @@ class Engine:
         risk_usdt = equity * self._risk_fraction(p.riskPerTradeFraction) * size_factor
         qty = risk_usdt / stop_distance
         leverage = min(self.spec.maxLeverage, pol.maxLeverage, st.instrument.max_leverage)
-        room = equity * leverage - self.ledger.gross_notional(self.marks())
+        room = equity * leverage - self.ledger.gross_notional(self.marks()) \
+            - sum((s.pending.qty * s.mark for s in pending if s.mark is not None), ZERO)
         cap = min(pol.maxPositionNotionalUsdt, room)
         if cap <= 0:
             return R_NOTIONAL

@@ -139,6 +139,20 @@ i128 PaperEngine::gross_notional() const {
     return g;
 }
 
+int PaperEngine::open_or_pending_entries() const {
+    int n = 0;
+    for (const Sym &st : sym_) n += st.size != 0 || (st.has_pending && !st.pending.reduce_only);
+    return n;
+}
+
+i128 PaperEngine::pending_entry_notional() const {
+    i128 g = 0;
+    for (const Sym &st : sym_)
+        if (st.size == 0 && st.has_pending && !st.pending.reduce_only && st.has_mark)
+            g += static_cast<i128>(st.pending.qty) * st.mark * money_per_pq_;
+    return g;
+}
+
 int PaperEngine::open_positions() const {
     int n = 0;
     for (const Sym &st : sym_) n += st.size != 0;
@@ -462,7 +476,7 @@ int PaperEngine::try_entry(int s, const Features &f, Signal &&signal) {
         ++rejects_[J_ORDER_RATE];
         return R_ORDER_RATE;
     }
-    if (open_positions() >= pol_.max_open_positions) return R_MAX_POSITIONS;
+    if (open_or_pending_entries() >= pol_.max_open_positions) return R_MAX_POSITIONS;
     const Dec price{st.mark, -cfg_.price_decimals};
     const Dec eq = money_dec(equity());
     const Dec size_factor = risk_state_ == RS_SOFT_BRAKE ? pol_.soft_brake_factor : kOne;
@@ -473,7 +487,7 @@ int PaperEngine::try_entry(int s, const Features &f, Signal &&signal) {
     const Dec risk_usdt = dec_mul(dec_mul(eq, risk_fraction_dec_), size_factor);
     Dec qty = dec_div(risk_usdt, sd);
     const Dec leverage = dec_min(dec_min(cfg_.spec_max_leverage, pol_.max_leverage), st.inst.max_leverage);
-    const Dec room = dec_sub(dec_mul(eq, leverage), money_dec(gross_notional()));
+    const Dec room = dec_sub(dec_mul(eq, leverage), money_dec(gross_notional() + pending_entry_notional()));
     const Dec cap = dec_min(pol_.max_position_notional, room);
     if (dec_sign(cap) <= 0) return R_NOTIONAL;
     qty = dec_min(qty, dec_div(cap, price));
