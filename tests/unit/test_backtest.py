@@ -197,3 +197,13 @@ def test_python_m_entry_point_and_clear_errors(tmp_path, marketdata_dir):
     s = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert s["from"] == "2025-06-01T00:00:00Z" and s["to"] == "2025-06-01T05:59:00Z"
     assert s["candles"] == 2 * 360 and not (tmp_path / "o" / "equity.png").exists()
+
+
+def test_backtest_examples_are_valid_manifests():
+    """examples/backtest/ (not applied by the demo) validates against the CRDs."""
+    import yaml
+    from test_crds_static import check_object
+
+    for path in sorted((ROOT / "examples" / "backtest").glob("*.yaml")):
+        for obj in yaml.safe_load_all(path.read_text()):
+            assert check_object(obj) == [], path.name

@@ -446,6 +446,7 @@ def build_parser(prog: str = "hean backtest"):
     p.add_argument("--end", default=None, help="stop before this time, ISO 8601 UTC")
     p.add_argument("--interval", choices=["1", "5", "60"], default=None,
                    help="override spec.marketData.replay.interval (minutes)")
+    p.add_argument("--symbols", default=None, help="comma-separated symbols overriding spec.symbols")
     p.add_argument("--no-plot", action="store_true", help="skip equity.png")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show progress")
@@ -459,6 +460,13 @@ def main(argv: list[str] | None = None, prog: str = "hean backtest") -> int:
     try:
         sobj, pobj = load_manifests(list(args.manifests) + list(args.policy))
         name, spec, policy = parse_specs(sobj, pobj)
+        if args.symbols:
+            try:
+                spec = type(spec).model_validate({**spec.model_dump(), "symbols": args.symbols.split(",")})
+            except ValidationError as e:
+                from hean.worker.config import describe_validation_error
+
+                raise BacktestError(f"--symbols: {describe_validation_error('spec', e)}") from e
         if args.interval:
             spec = spec.model_copy(update={"marketData": spec.marketData.model_copy(update={
                 "replay": spec.marketData.replay.model_copy(update={"interval": args.interval})})})
