@@ -33,7 +33,14 @@ sized by ``softBrakeSizeFactor``; 0 blocks them; released below 80 % of the limi
 strategy is quarantined: no entries on it) < ``HARD_STOP`` (drawdown >= hard limit
 or daily loss >= limit: pending orders cancelled, positions flattened, no new
 orders; latched until a human sets the ``hean.io/clear-hard-stop`` annotation to a
-time after the stop).
+time after the stop). Entries sent but not filled yet count against
+``maxOpenPositions`` and the leverage room.
+
+RiskPolicy safety features (flash crash, profit capture, volatility regimes,
+auto-quarantine, per-order notional and per-trade risk caps, the limit-first order
+router, the decision log with gating flags) live in ``worker/risk.py`` and
+``worker/router.py``; this module only calls them. All are off by default, which
+keeps this engine fill-for-fill equal to the native kernel (``hean.engine``).
 """
 
 from __future__ import annotations

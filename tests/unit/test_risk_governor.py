@@ -544,3 +544,17 @@ def test_native_kernel_counts_pending_entries_like_python(data):
         nf = [(f.ts_ms, f.symbol, f.side, f.qty, f.price, f.fee, f.reason) for f in nat.fills()]
         assert pf and pf == nf, pol
         assert nat.counters()["reasons"] == +py.reasons
+
+
+def test_profit_capture_continue_starts_a_new_cycle_unit():
+    spec = RiskPolicySpec.model_validate({**POLICY, "profitCapture": {
+        "enabled": True, "targetPercent": 10, "trailFraction": "0.5", "afterCapture": "continue"}}).profitCapture
+    pc = risk.ProfitCapture()
+    day = 1
+    assert pc.update(spec, D(1000), day, 0) is None          # baseline 1000
+    assert pc.update(spec, D(1090), day, 1) is None          # +9 %: not armed
+    assert pc.update(spec, D(1200), day, 2) is None          # +20 %: armed, best 20
+    assert pc.update(spec, D(1110), day, 3) is None          # +11 % > 10 % (half of the best)
+    assert pc.update(spec, D(1100), day, 4) == "full"        # +10 %: capture
+    assert not pc.paused(spec, day) and pc.baseline == D(1100)  # continue: new cycle from 1100
+    assert pc.update(spec, D(1200), day, 5) is None          # +9.1 % of 1100: not armed
