@@ -558,3 +558,14 @@ def test_profit_capture_continue_starts_a_new_cycle_unit():
     assert pc.update(spec, D(1100), day, 4) == "full"        # +10 %: capture
     assert not pc.paused(spec, day) and pc.baseline == D(1100)  # continue: new cycle from 1100
     assert pc.update(spec, D(1200), day, 5) is None          # +9.1 % of 1100: not armed
+
+
+def test_quarantine_to_hard_stop(data):
+    e = run(make(data), data, 6000)
+    walk_into_drawdown(e, data, 6000)
+    e.set_quarantined({"BTCUSDT"})
+    assert e.risk_state == api.RISK_QUARANTINE
+    e.update_policy(policy(softMaxDrawdownPercent=D("0.01"), hardMaxDrawdownPercent=e.drawdown_percent() * D("0.9")))
+    assert e.risk_state == api.RISK_HARD_STOP
+    assert e.risk_events[-1][:2] == (api.RISK_QUARANTINE, api.RISK_HARD_STOP)
+    assert {"HARD_DRAWDOWN", "SYMBOL_QUARANTINE"} <= set(e.risk_reasons)
