@@ -352,7 +352,7 @@ class AutoQuarantine:
         mid = (bid + ask) / 2
         bps = (ask - bid) / mid * 10000
         if bps > Decimal(repr(spec.maxSpreadBps)):
-            return self._fire(spec, symbol, ts_ms, f"spread {bps.quantize(Decimal('0.1'))} bps above "
+            return self._fire(spec, symbol, ts_ms, f"spread {bps.quantize(Decimal('0.0001'))} bps above "
                                                    f"{spec.maxSpreadBps} bps")
         return None
 
