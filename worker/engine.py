@@ -373,6 +373,9 @@ class Engine:
             if outcome != _router.FILL:  # cancel the limit; a market order fills at the next open
                 order.order_type, order.fallback, order.price = _router.MARKET, outcome, None
                 self.reasons[outcome] += 1
+                self.safety.decisions.add(self.now_ms, st.symbol, order.side, "sent", order.reason,
+                                          {**self._flags(st), "orderType": "Market", "fallback": outcome,
+                                           "reduceOnly": order.reduce_only})
                 return
             maker = True
         st.pending = None

@@ -469,9 +469,10 @@ def test_limit_first_router_fills_as_maker_on_trade_through_or_falls_back(data):
         b = bars[f.ts_ms]
         assert (b.low < f.price) if f.side == "Buy" else (b.high > f.price), "a maker fill needs a trade-through"
         assert f.fee == (f.qty * f.price * D("0.0002")).quantize(D("0.00000001"))
-    sent = {r_["at"]: r_ for r_ in e.safety.decisions.recent(200) if r_["outcome"] == "sent"}
-    assert all(r_["flags"]["orderType"] == "Limit" for r_ in sent.values()
-               if r_["reason"] in ("IMPULSE_ENTRY", "TREND_FLIP"))
+    sent = [r_ for r_ in e.safety.decisions.recent(200) if r_["outcome"] == "sent"
+            and r_["reason"] in ("IMPULSE_ENTRY", "TREND_FLIP")]
+    assert all(r_["flags"]["orderType"] == ("Market" if "fallback" in r_["flags"] else "Limit") for r_ in sent)
+    assert any("fallback" in r_["flags"] for r_ in sent)
     fallbacks = e.reasons["LIMIT_TIMEOUT"] + e.reasons["LIMIT_PRICE_MOVED"]
     # every strategy taker fill is a fallback (a fallback can still be cancelled by a stop-loss first)
     assert fallbacks > 0 and 0 < len(takers) <= fallbacks
@@ -569,3 +570,28 @@ def test_quarantine_to_hard_stop(data):
     assert e.risk_state == api.RISK_HARD_STOP
     assert e.risk_events[-1][:2] == (api.RISK_QUARANTINE, api.RISK_HARD_STOP)
     assert {"HARD_DRAWDOWN", "SYMBOL_QUARANTINE"} <= set(e.risk_reasons)
+
+
+def test_flash_crash_on_equity(data):
+    """source: equity -- the detection bar recomputed from the equity path of the same
+    run without the detector (identical until the detection)."""
+    syms = ("SOLUSDT",)
+    path = []  # (sample time = candle end, equity after the candle)
+    run(make(data, symbols=syms), data, 20000, syms,
+        each=lambda e, ts, s, b: path.append((ts + 59_999, e.equity())) and False)
+    window = 1800_000  # 30 min
+    worst = _max_drop(path, window) if len(path) > 1 else D(0)
+    assert worst > 0
+    pct = (worst * D("0.9")).quantize(D("0.0001"))
+    # _max_drop/_first_drop look back 8 samples; use a full scan for this window
+    j = next(i for i, (t, v) in enumerate(path)
+             if (max(x for (u, x) in path[:i + 1] if u >= t - window) - v)
+             / max(x for (u, x) in path[:i + 1] if u >= t - window) * 100 >= pct)
+    fc = {"enabled": True, "dropPercent": str(pct), "windowSeconds": window // 1000, "source": "equity",
+          "escalateTo": "HARD_STOP"}
+    e = make(data, symbols=syms, policy={"flashCrash": fc})
+    hit = []
+    run(e, data, 20000, syms, each=lambda e, ts, s, b: (hit.append(ts) if e.risk_state == "HARD_STOP" else None,
+                                                       bool(hit))[1])
+    assert hit and hit[0] == path[j][0] - 59_999
+    assert e.governor_status()["flashCrash"]["last"]["source"] == "equity"
