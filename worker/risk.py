@@ -337,6 +337,7 @@ class AutoQuarantine:
         return req
 
     def on_reject(self, spec, symbol: str, ts_ms: int, code: str) -> dict | None:
+        """Count a reject (``code``) of ``symbol``; returns the request if the rule fires."""
         n = self.consecutive.get(symbol, 0) + 1
         self.consecutive[symbol] = n
         if spec.consecutiveRejects is not None and n >= spec.consecutiveRejects:
@@ -344,9 +345,12 @@ class AutoQuarantine:
         return None
 
     def on_accept(self, symbol: str) -> None:
+        """A fill on ``symbol``: the consecutive-reject count starts again."""
         self.consecutive[symbol] = 0
 
     def on_spread(self, spec, symbol: str, ts_ms: int, bid: Decimal, ask: Decimal) -> dict | None:
+        """Check the best ``bid``/``ask`` (USDT): spread in bps of the mid above
+        ``maxSpreadBps`` fires the rule (returns the request)."""
         if spec.maxSpreadBps is None or bid <= 0 or ask <= 0:
             return None
         mid = (bid + ask) / 2
@@ -357,9 +361,11 @@ class AutoQuarantine:
         return None
 
     def blocked(self, symbol: str, ts_ms: int) -> bool:
+        """True while ``symbol``'s auto-quarantine lasts at market time ``ts_ms``."""
         return ts_ms < self.until_ms.get(symbol, -1)
 
     def any_blocked(self, ts_ms: int) -> bool:
+        """True while any symbol's auto-quarantine lasts."""
         return any(ts_ms < u for u in self.until_ms.values())
 
 
@@ -377,6 +383,8 @@ class DecisionLog:
         self._last: dict[str, dict] = {}
 
     def add(self, ts_ms: int, symbol: str, side: str, outcome: str, reason: str, flags: dict) -> None:
+        """Record one decision at market time ``ts_ms`` (epoch ms); ``side`` ``Buy``,
+        ``Sell`` or ``""`` when no order side was reached."""
         last = self._last.get(symbol)
         if last is not None and outcome == "blocked" and last["outcome"] == "blocked" \
                 and last["reason"] == reason and last["flags"] == flags:
@@ -389,6 +397,7 @@ class DecisionLog:
         self._last[symbol] = rec
 
     def recent(self, n: int = 50) -> list[dict]:
+        """The last ``n`` records, oldest first."""
         return list(self.records)[-n:]
 
 
@@ -410,6 +419,7 @@ class Safety:
         self.last_reject: str = ""
 
     def transition(self, ts_ms: int, old: str, new: str, reasons: list[str]) -> None:
+        """Record a state change at market time ``ts_ms`` (keeps the last 50)."""
         self.since_ms = ts_ms
         self.transitions.append({"at": _rfc3339(ts_ms), "from": old, "to": new, "reasons": list(reasons)})
         del self.transitions[:-50]
