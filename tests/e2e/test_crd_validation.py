@@ -238,6 +238,11 @@ def test_updates_are_validated_too(crds, namespace: str) -> None:
         ({"softMaxDrawdownPercent": 12}, ["spec.softMaxDrawdownPercent"]),  # hard defaults to 10
         ({"maxDailyLossUsdt": 0}, ["spec.maxDailyLossUsdt"]),
         ({"softBrakeSizeFactor": 2}, ["spec.softBrakeSizeFactor"]),
+        ({"volatilityRegimes": {"highPercentile": 96}},  # extreme defaults to 95
+         ["spec.volatilityRegimes.highPercentile", "less than"]),
+        ({"flashCrash": {"escalateTo": "PANIC"}}, ["spec.flashCrash.escalateTo", "HARD_STOP"]),
+        ({"orderRouter": {"mode": "limitFirst", "timeoutSeconds": 0}}, ["spec.orderRouter.timeoutSeconds"]),
+        ({"profitCapture": {"trailFraction": 1}}, ["spec.profitCapture.trailFraction"]),
     ],
     ids=lambda v: json.dumps(v, separators=(",", ":")) if isinstance(v, dict) else v[0],
 )
@@ -298,6 +303,18 @@ def test_defaults_are_applied(crds, namespace: str) -> None:
         "softMaxDrawdownPercent": 5, "hardMaxDrawdownPercent": 10, "maxLeverage": 3,
         "maxOpenPositions": 5, "maxOrdersPerMinute": 60, "softBrakeSizeFactor": 0.5,
     }
+    # a safety block given empty gets the worker's defaults from the API server
+    from hean.worker.config import RiskPolicySpec
+
+    policy["metadata"]["name"] = "blocks"
+    policy["spec"].update(flashCrash={}, orderRouter={})
+    apply(crds, namespace, "-f", "-", input=json.dumps(policy))
+    spec = get_json(crds, namespace, "riskpolicy", "blocks")["spec"]
+    model = RiskPolicySpec.model_validate(spec)
+    assert spec["flashCrash"] == {"enabled": False, "dropPercent": 3, "windowSeconds": 10, "source": "both",
+                                  "escalateTo": "HARD_STOP", "holdSeconds": 300}
+    assert model.flashCrash == RiskPolicySpec.model_fields["flashCrash"].default
+    assert model.orderRouter == RiskPolicySpec.model_fields["orderRouter"].default
 
 
 # --------------------------------------------------------------------------- UX
