@@ -155,7 +155,7 @@ class WorkerObservations:
             # Paper fills are the next candle's open worsened by the slippage model;
             # the observation is the model's figure (the venue path observes the
             # difference between the decision price and the fill price).
-            self.slippage_bps.observe(model_bps)
+            self.slippage_bps.observe(model_bps if liq == "taker" else 0.0)  # resting limits fill at their price
         self.fills_seen = len(fills)
         if engine.bars_processed != self.bars_seen:
             self.bars_seen = engine.bars_processed
@@ -292,6 +292,11 @@ class WorkerCollector:
             ("hean_worker_reconcile_mismatches",
              "Ledger reconciliations that found a mismatch (paper: ledger vs its own fill history)",
              obs.reconcile_mismatches),
+            ("hean_worker_flash_crash_detections", "Flash-crash detections (RiskPolicy spec.flashCrash)",
+             e.safety.flash.detections),
+            ("hean_worker_profit_captures", "Profit captures (RiskPolicy spec.profitCapture)", e.safety.profit.captures),
+            ("hean_worker_auto_quarantines", "Symbols the worker quarantined itself (RiskPolicy spec.autoQuarantine)",
+             len(e.safety.autoq.history)),
             ("hean_worker_status_patches", "Status writes to the API server", w.status_patches),
             ("hean_worker_status_patch_errors", "Failed status writes", w.status_errors),
         ):
