@@ -447,6 +447,7 @@ class Engine:
         order. ``order_done``: the order has no quantity left."""
         st = self.symbols[fill.symbol]
         self.ledger.apply(fill)
+        self.safety.autoq.on_accept(fill.symbol)
         if st.mark is None:
             st.mark = fill.price
         order = st.pending if st.pending is not None and st.pending.order_link_id == fill.order_link_id else None
