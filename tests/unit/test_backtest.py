@@ -217,7 +217,7 @@ def test_safety_policy_backtest_keeps_the_ledger_consistent(tmp_path, marketdata
     sobj, pobj = load_manifests([ROOT / "examples/backtest/impulse-majors.yaml",
                                  ROOT / "examples/backtest/riskpolicy-safety.yaml"])
     name, spec, pol = parse_specs(sobj, pobj)
-    end_ms = int(datetime(2025, 6, 8, tzinfo=timezone.utc).timestamp() * 1000)
+    end_ms = int(datetime(2025, 6, 4, tzinfo=timezone.utc).timestamp() * 1000)
     res = run_backtest(name, spec, pol, marketdata_dir, end_ms=end_ms, progress=False)
     s = write_report(res, tmp_path, plot=False)
     rows = read_ledger(tmp_path)

@@ -538,7 +538,7 @@ def test_native_kernel_counts_pending_entries_like_python(data):
         py = make(data, symbols=syms, policy=pol, params={"riskPerTradeFraction": 0.05})
         inst, _ = data
         nat = NativeEngine("t", py.spec, py.policy, {s: inst[("linear", s)] for s in syms})
-        for _, s, b in rows(data, syms, 15000):
+        for _, s, b in rows(data, syms, 8000):
             py.on_bar(s, b)
             nat.on_bar(s, b)
         pf = [(f.ts_ms, f.symbol, f.side, f.qty, f.price, f.fee, f.reason) for f in py.ledger.fills]
