@@ -111,9 +111,10 @@ class ExchangeExecution:
         while True:
             t0 = time.monotonic()
             try:
+                spot = self.category == "spot"  # no reduce-only on spot; a Market qty in base coin
                 res = await asyncio.to_thread(
                     self.client.place_order, self.category, order.symbol, order.side, str(order.qty), link,
-                    "Market", None, order.reduce_only)
+                    "Market", None, order.reduce_only and not spot, None, "baseCoin" if spot else None)
                 tr.order_id = res.get("orderId", "")
                 if tr.state == "sending":
                     tr.state = "open"
@@ -228,9 +229,16 @@ class ExchangeExecution:
             self.counters["executions_foreign_ignored"] += 1
             return False
         tr = self.orders.get(link)
-        fill = Fill(exec_id, link, symbol, item["side"], Decimal(item["execQty"]), Decimal(item["execPrice"]),
-                    Decimal(item["execFee"]), int(item["execTime"]), "maker" if item.get("isMaker") else "taker",
-                    tr.order.reason if tr else "EXCHANGE")
+        qty, price, fee = Decimal(item["execQty"]), Decimal(item["execPrice"]), Decimal(item["execFee"])
+        fee_ccy = item.get("feeCurrency") or "USDT"
+        if self.category == "spot" and fee_ccy not in ("USDT", "USDC"):
+            # Spot fees are charged in the coin received: a Buy's fee is base coin. Book the
+            # base coin actually received and the fee's value in USDT, so the ledger's
+            # position is the wallet's holding and its cash is what was paid (qty * price).
+            qty, fee = qty - fee, (fee * price).quantize(Decimal("0.00000001"))
+            self.counters["spot_fees_in_base_coin"] += 1
+        fill = Fill(exec_id, link, symbol, item["side"], qty, price, fee, int(item["execTime"]),
+                    "maker" if item.get("isMaker") else "taker", tr.order.reason if tr else "EXCHANGE")
         done = Decimal(item.get("leavesQty") or 0) == 0
         try:
             self.engine.on_exchange_fill(fill, done)
@@ -259,6 +267,24 @@ class ExchangeExecution:
         return new
 
     # ---- reconciliation ----------------------------------------------------------------
+    def _positions(self) -> list[dict]:
+        """The exchange's positions as ``/v5/position/list`` rows (``symbol``, ``side``,
+        ``size``, ``avgPrice``). Spot has no positions (the endpoint serves linear/inverse/
+        option only): a spot holding is the base coin's ``walletBalance`` in
+        ``/v5/account/wallet-balance`` (https://bybit-exchange.github.io/docs/v5/account/wallet-balance),
+        reported as a long of that size. Blocking (runs in a thread)."""
+        if self.category != "spot":
+            return self.client.positions(self.category)
+        coins = {c.get("coin"): c for c in (self.client.wallet().get("coin") or [])}
+        rows = []
+        for sym in self.engine.symbols:
+            base = sym[:-4] if sym.endswith(("USDT", "USDC")) else sym
+            held = Decimal((coins.get(base) or {}).get("walletBalance") or 0)
+            if held > 0:
+                rows.append({"symbol": sym, "side": "Buy", "size": str(held), "avgPrice": ""})
+        return rows
+
+
     async def reconcile(self) -> dict:
         """Compare with the exchange and repair toward it; returns what was repaired.
         Raises the client's errors if the exchange cannot be read (the caller blocks
@@ -269,7 +295,7 @@ class ExchangeExecution:
         # Positions first: every fill inside them is also in the execution list read
         # next, so booking missed fills before comparing cannot double count.
         t_pos = int(time.time() * 1000) + self.client.http.offset_ms
-        positions = await asyncio.to_thread(self.client.positions, self.category)
+        positions = await asyncio.to_thread(self._positions)
         # 1. executions we never booked (missed WebSocket frames, a restart)
         report["missedFills"] = await self._fetch_executions(start_ms=max(start, now_ms - self.window_ms))
         # 2. orders
@@ -308,6 +334,8 @@ class ExchangeExecution:
             size = Decimal(p["size"]) if p and p.get("size") else ZERO
             exch = size if (p or {}).get("side") == "Buy" else -size if (p or {}).get("side") == "Sell" else ZERO
             mine = self.engine.ledger.position(sym).size
+            if self.category == "spot" and exch >= mine:
+                continue  # coins beyond the ledger's are not this strategy's (another holder of the account)
             if exch != mine:
                 diff = exch - mine
                 price = Decimal(p.get("avgPrice") or p.get("markPrice") or 0) if p else ZERO
