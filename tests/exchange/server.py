@@ -777,6 +777,8 @@ class BybitTestExchange:
             return self._envelope(10001, "params error: timeWindow must be an integer"), None
         if not 10 <= window <= 300:
             return self._envelope(10001, "params error: timeWindow must be 10..300"), None
+        if p.get("product", "OPTIONS") not in ("OPTIONS", "DERIVATIVES", "SPOT"):
+            return self._envelope(10001, "params error: product must be OPTIONS, DERIVATIVES or SPOT"), None
         if not acc.dcp_allowed:
             return self._envelope(10005, "Permission denied, please check your API key permissions."), None
         acc.dcp_window_s = window
@@ -1039,7 +1041,7 @@ class BybitTestExchange:
                     await ws.send_str(json.dumps(frame))
                 elif op == "subscribe":
                     topics = list(req.get("args") or [])
-                    bad = [t for t in topics if not self._topic_ok(t, private, acc)]
+                    bad = [t for t in topics if not self._topic_ok(t, private, acc, channel)]
                     if bad:
                         frame = {"success": False, "ret_msg": f"Invalid topic: {bad[0]}", "conn_id": conn,
                                  "op": "subscribe"}
@@ -1071,14 +1073,16 @@ class BybitTestExchange:
             self.subs.pop(ws, None)
         return ws
 
-    def _topic_ok(self, t: str, private: bool, acc) -> bool:
+    def _topic_ok(self, t: str, private: bool, acc, channel: str = "linear") -> bool:
         if private:
             return acc is not None and t in ("order", "execution", "position", "wallet")
         parts = t.split(".")
         if parts[0] == "kline" and len(parts) == 3:
             return parts[1] == "1" and parts[2] in self.bars
         if parts[0] == "orderbook" and len(parts) == 3:
-            return parts[1] in ("1", "50", "200", "500") and parts[2] in self.books
+            # https://bybit-exchange.github.io/docs/v5/websocket/public/orderbook: depths per category
+            depths = ("1", "50", "200", "1000") if channel == "spot" else ("1", "50", "200", "500")
+            return parts[1] in depths and parts[2] in self.books
         if parts[0] in ("publicTrade", "tickers") and len(parts) == 2:
             return parts[1] in self.books
         return False

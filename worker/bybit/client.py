@@ -52,6 +52,7 @@ REJECT_LABELS = {
     110094: "BELOW_MIN_NOTIONAL",
     170140: "BELOW_MIN_NOTIONAL",
     170141: "DUPLICATE_ORDER_LINK_ID",
+    170131: "INSUFFICIENT_BALANCE",
 }
 ORDER_METHODS = {"place_order", "cancel_order", "amend_order", "cancel_all_orders"}
 

@@ -187,7 +187,8 @@ class ExchangeRuntime:
         if not self.dcp_seconds or self.dcp_state == "armed":
             return
         try:
-            await asyncio.to_thread(self.client.call, "set_dcp", timeWindow=self.dcp_seconds, product="DERIVATIVES")
+            await asyncio.to_thread(self.client.call, "set_dcp", timeWindow=self.dcp_seconds,
+                                    product="SPOT" if self.engine.spec.category == "spot" else "DERIVATIVES")
         except BybitError as e:
             self.dcp_state = f"unavailable ({e.label})"
             self.execution.counters["dcp_unavailable"] += 1
