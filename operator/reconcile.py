@@ -25,7 +25,7 @@ HEARTBEAT_TIMEOUT_SECONDS = 30
 POD_BACKOFF_BASE_SECONDS = 2.0
 POD_BACKOFF_MAX_SECONDS = 300.0
 STRUCTURAL_FIELDS = ("strategy", "symbols", "category", "mode", "capital", "maxLeverage", "marketData",
-                     "credentialsSecretRef")
+                     "credentialsSecretRef", "bybit")
 
 
 @dataclass(frozen=True)

@@ -148,6 +148,8 @@ class Account:
     coins: dict = field(default_factory=dict)  # spot: base coin -> balance (USDT is ``wallet``)
     dcp_allowed: bool = False  # Bybit enables Disconnection Protect per account on request
     dcp_window_s: int = 0      # 0 = off
+    dcp_product: str = "OPTIONS"
+    recv_windows: set = field(default_factory=set)  # X-BAPI-RECV-WINDOW values seen (ms)
     dcp_cancelled: int = 0
 
 
@@ -169,7 +171,7 @@ class BybitTestExchange:
         self.ip_limit = ip_limit_per_5s
         self.host, self.port = host, port
         self.autoplay = autoplay
-        self.dcp_time_scale = dcp_time_scale  # tests shrink DCP's 10..300 s windows
+        self.dcp_time_scale = dcp_time_scale  # tests shrink DCP's 3..300 s windows
         self.accounts: dict[str, Account] = {}
         self.categories = ("linear", "spot")
         self.faults: list[Fault] = []
@@ -439,6 +441,7 @@ class BybitTestExchange:
             ts_i, recv_i = int(ts), int(recv)
         except ValueError:
             return self._respond(self._envelope(10001, "X-BAPI-TIMESTAMP and X-BAPI-RECV-WINDOW must be integers"), None)
+        acc.recv_windows.add(recv_i)
         if not (server - recv_i <= ts_i < server + 1000):
             return self._respond(self._envelope(
                 10002, f"invalid request, please check your server timestamp or recv_window param. "
@@ -770,27 +773,34 @@ class BybitTestExchange:
     def _set_dcp(self, p, acc: Account):
         """Disconnection Protect (https://bybit-exchange.github.io/docs/v5/order/dcp):
         all open orders are cancelled when the account's private WebSocket stays
-        disconnected longer than ``timeWindow`` seconds (10..300)."""
+        disconnected longer than ``timeWindow`` seconds (3..300)."""
         try:
             window = int(p.get("timeWindow"))
         except (TypeError, ValueError):
             return self._envelope(10001, "params error: timeWindow must be an integer"), None
-        if not 10 <= window <= 300:
-            return self._envelope(10001, "params error: timeWindow must be 10..300"), None
+        if not 3 <= window <= 300:
+            return self._envelope(10001, "params error: timeWindow must be 3..300"), None
         if p.get("product", "OPTIONS") not in ("OPTIONS", "DERIVATIVES", "SPOT"):
             return self._envelope(10001, "params error: product must be OPTIONS, DERIVATIVES or SPOT"), None
         if not acc.dcp_allowed:
             return self._envelope(10005, "Permission denied, please check your API key permissions."), None
         acc.dcp_window_s = window
+        acc.dcp_product = p.get("product", "OPTIONS")
         return self._envelope(0, "OK"), "rest.envelope"
+
+    def _dcp_alive(self, acc: Account) -> bool:
+        """Is any private connection of ``acc`` subscribed to a ``dcp.*`` topic? DCP fires only
+        when all of them are gone (https://bybit-exchange.github.io/docs/v5/websocket/private/dcp)."""
+        return any(t.startswith("dcp.") for w in acc.private_ws for t in self.subs.get(w, ()))
 
     async def _dcp_watch(self, acc: Account) -> None:
         await asyncio.sleep(acc.dcp_window_s * self.dcp_time_scale)
         with self.lock:
-            if acc.private_ws:
-                return  # reconnected in time
+            if self._dcp_alive(acc):
+                return  # reconnected (and subscribed to dcp) in time
+            category = {"DERIVATIVES": "linear", "SPOT": "spot"}.get(acc.dcp_product)
             for o in acc.orders.values():
-                if o.status in ("New", "PartiallyFilled"):
+                if o.status in ("New", "PartiallyFilled") and o.category == category:
                     o.status, o.updated, o.reject_reason = "Cancelled", self.time_ms(), "EC_NoError"
                     acc.dcp_cancelled += 1
 
@@ -1068,20 +1078,22 @@ class BybitTestExchange:
             self.public_ws.discard(ws)
             if acc is not None:
                 acc.private_ws.discard(ws)
-                if acc.dcp_window_s and not acc.private_ws:
+                had_dcp = any(t.startswith("dcp.") for t in self.subs.get(ws, ()))
+                if acc.dcp_window_s and had_dcp and not self._dcp_alive(acc):
                     asyncio.get_running_loop().create_task(self._dcp_watch(acc))
             self.subs.pop(ws, None)
         return ws
 
     def _topic_ok(self, t: str, private: bool, acc, channel: str = "linear") -> bool:
         if private:
-            return acc is not None and t in ("order", "execution", "position", "wallet")
+            return acc is not None and t in ("order", "execution", "position", "wallet", "dcp.future", "dcp.spot",
+                                             "dcp.option")
         parts = t.split(".")
         if parts[0] == "kline" and len(parts) == 3:
             return parts[1] == "1" and parts[2] in self.bars
         if parts[0] == "orderbook" and len(parts) == 3:
             # https://bybit-exchange.github.io/docs/v5/websocket/public/orderbook: depths per category
-            depths = ("1", "50", "200", "1000") if channel == "spot" else ("1", "50", "200", "500")
+            depths = ("1", "50", "200", "1000")  # linear and spot alike
             return parts[1] in depths and parts[2] in self.books
         if parts[0] in ("publicTrade", "tickers") and len(parts) == 2:
             return parts[1] in self.books

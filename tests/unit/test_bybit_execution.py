@@ -249,8 +249,8 @@ def test_dead_man_switch_where_the_account_allows_it(bybit_exchange, account):
 
     async def main():
         eng = make_engine(x)
-        rt = runtime(x, account, eng)
-        rt.dcp_seconds, rt.dcp_state = 10, "pending"
+        rt = ExchangeRuntime(eng, "ns", eng.name, endpoints_for("testnet", account.env), tempfile.mkdtemp(), Blocks(),
+                             reconcile_seconds=60, env=account.env, dcp_seconds=10)
         task = asyncio.create_task(rt.run())
         await until(lambda: rt.dcp_state == "armed" and rt.private.connected() and rt.execution.authenticated,
                     what="armed")
@@ -278,6 +278,6 @@ def test_dead_man_switch_where_the_account_allows_it(bybit_exchange, account):
         asyncio.run(main())
     finally:
         x.dcp_time_scale = 1.0
-    with pytest.raises(ValueError, match="HEAN_BYBIT_DCP_SECONDS"):
+    with pytest.raises(ValueError, match="deadManSwitchSeconds"):
         ExchangeRuntime(make_engine(x, "bad"), "ns", "bad", endpoints_for("testnet", account.env), tempfile.mkdtemp(),
-                        Blocks(), env=account.env, dcp_seconds=5)
+                        Blocks(), env=account.env, dcp_seconds=2)
