@@ -50,6 +50,7 @@ def test_testnet_strategy_trades_reconciles_and_survives_faults(kube, namespace,
     x = operator_for_testnet
     key, secret = "tk" + secrets.token_hex(8), secrets.token_hex(16)
     x.add_account(key, secret, Decimal("100000"))
+    x.accounts[key].dcp_allowed = True
     apply(kube, namespace,
           {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "bybit-keys"},
            "stringData": {"apiKey": key, "apiSecret": secret}},
@@ -60,6 +61,8 @@ def test_testnet_strategy_trades_reconciles_and_survives_faults(kube, namespace,
            "spec": {"strategy": "impulse", "symbols": ["BTCUSDT"], "mode": "testnet", "capital": 10000,
                     "riskPolicyRef": {"name": "pol"}, "credentialsSecretRef": {"name": "bybit-keys"},
                     "marketData": {"source": "live"},
+                    "bybit": {"orderbookDepth": 200, "reconcileSeconds": 6, "deadManSwitchSeconds": 60,
+                              "recvWindowMs": 7000, "staleSeconds": 10},
                     "params": {"emaFastPeriod": 2, "emaSlowPeriod": 3, "volatilityWindow": 5, "impulseLookback": 1,
                                "impulseThreshold": 0.1, "atrPeriod": 2, "stopLossAtr": 0.3, "takeProfitAtr": 0.3,
                                "cooldownBars": 0, "riskPerTradeFraction": 0.01}}})
@@ -86,6 +89,18 @@ def test_testnet_strategy_trades_reconciles_and_survives_faults(kube, namespace,
     execs = lambda: x.accounts[key].executions  # noqa: E731
     wait_for(lambda: worker("/bybit")["exchange"]["reconciled"] and len(execs()) >= 4, 60,
              message="reconciled and trading on the test exchange")
+
+    # the worker pod honours spec.bybit (it reads its own spec)
+    snap = worker("/bybit")
+    assert snap["connection"] == {"orderbook_depth": 200, "stale_seconds": 10, "reconcile_seconds": 6,
+                                  "dcp_seconds": 60, "recv_window_ms": 7000, "source": "spec"}
+    assert x.accounts[key].recv_windows == {7000}
+    assert (x.accounts[key].dcp_window_s, x.accounts[key].dcp_product) == (60, "DERIVATIVES")
+    assert snap["exchange"]["deadManSwitch"] == "armed"
+    assert any("orderbook.200.BTCUSDT" in t for t in x.subs.values())
+    n = snap["exchange"]["counters"]["reconciles"]
+    wait_for(lambda: worker("/bybit")["exchange"]["counters"]["reconciles"] >= n + 2, 20,
+             message="reconciliations every 6 s (spec.bybit.reconcileSeconds)")
 
     # faults while it trades
     x.inject("timeout_after_accept", "/v5/order/create", delay=6)
