@@ -55,6 +55,7 @@ from urllib.parse import parse_qsl, quote
 from aiohttp import WSMsgType, web
 
 from hean.marketdata import Instrument, _instrument_from_record
+from hean.engine.book import matcher_for
 from hean.worker.engine import FEES
 
 from .shapes import Shapes, ShapeError
@@ -145,6 +146,7 @@ class Account:
     positions: dict = field(default_factory=dict)   # symbol -> XPosition
     order_calls: deque = field(default_factory=deque)  # ms timestamps of order requests
     private_ws: set = field(default_factory=set)
+    by_n: dict = field(default_factory=dict)  # order number (the native matcher's id) -> XOrder
     coins: dict = field(default_factory=dict)  # spot: base coin -> balance (USDT is ``wallet``)
     dcp_allowed: bool = False  # Bybit enables Disconnection Protect per account on request
     dcp_window_s: int = 0      # 0 = off
@@ -174,6 +176,10 @@ class BybitTestExchange:
         self.dcp_time_scale = dcp_time_scale  # tests shrink DCP's 3..300 s windows
         self.accounts: dict[str, Account] = {}
         self.categories = ("linear", "spot")
+        self.matchers: dict = {}       # (apiKey, category, symbol) -> hean._native.PaperMatcher
+        self.matcher_seen: dict = {}   # -> fills already booked
+        self.matcher_u: dict = {}      # -> update id of the last quote
+        self.matcher_pending_requote: set = set()
         self.faults: list[Fault] = []
         self.clock_skew_ms = 0
         self.lock = threading.RLock()
@@ -285,8 +291,6 @@ class BybitTestExchange:
                 t = self.time_ms()
                 o = XOrder(str(uuid.uuid4()), link, symbol, sides[i % len(sides)], "Market", Decimal(qty), ZERO,
                            False, "IOC", t, updated=t, n=next(self._ids), category=category)
-                acc.orders[o.order_id] = o
-                acc.by_link[link] = o
                 self._try_match(acc, o)
                 out.append(o)
         return out
@@ -568,11 +572,7 @@ class BybitTestExchange:
             return self._envelope(110072, "OrderLinkedID is duplicate"), None
         ref = price if otype == "Limit" else self.last_price(sym)
         reduce_only = bool(p.get("reduceOnly", False))
-        pos = acc.positions.get(sym) or XPosition(sym)
-        if reduce_only:
-            if pos.size == 0 or (pos.size > 0) == (side == "Buy"):
-                return self._envelope(110017, "current position is zero, cannot fix reduce-only order qty"), None
-        else:
+        if not reduce_only:  # reduce-only (110017, clamp to the position) is the native matcher's rule
             need = qty * ref / 10 + qty * ref * FEES["linear"][0]
             if need > self._available(acc):
                 return self._envelope(110007, "ab not enough for new order"), None
@@ -580,13 +580,9 @@ class BybitTestExchange:
         o = XOrder(str(uuid.uuid4()), link, sym, side, otype, qty, price, reduce_only,
                    str(p.get("timeInForce") or ("IOC" if otype == "Market" else "GTC")), t, updated=t,
                    n=next(self._ids))
-        acc.orders[o.order_id] = o
-        if link:
-            acc.by_link[link] = o
-            self.order_creates[(acc.api_key, link)] += 1
-        self._push_order(acc, o)
-        partial = self._take_fault(("partial_fill",), None)
-        self._try_match(acc, o, partial=partial is not None)
+        err = self._submit(acc, o, partial=self._take_fault(("partial_fill",), None) is not None)
+        if err is not None:
+            return err, None
         return self._envelope(0, "OK", {"orderId": o.order_id, "orderLinkId": link}), "rest.order.create"
 
     def _spot_create(self, p, acc: Account, inst: Instrument, side: str, otype: str, qty: Decimal, price: Decimal):
@@ -626,13 +622,9 @@ class BybitTestExchange:
         o = XOrder(str(uuid.uuid4()), link, sym, side, otype, qty, price, False,
                    str(p.get("timeInForce") or ("IOC" if otype == "Market" else "GTC")), t, updated=t,
                    n=next(self._ids), category="spot")
-        acc.orders[o.order_id] = o
-        if link:
-            acc.by_link[link] = o
-            self.order_creates[(acc.api_key, link)] += 1
-        self._push_order(acc, o)
-        partial = self._take_fault(("partial_fill",), None)
-        self._try_match(acc, o, partial=partial is not None)
+        err = self._submit(acc, o, partial=self._take_fault(("partial_fill",), None) is not None)
+        if err is not None:
+            return err, None
         return self._envelope(0, "OK", {"orderId": o.order_id, "orderLinkId": link}), "rest.order.create"
 
     def _base_coin(self, symbol: str) -> str:
@@ -642,48 +634,115 @@ class BybitTestExchange:
         used = sum((abs(p.size) * p.avg / 10 for p in acc.positions.values()), ZERO)
         return acc.wallet - used
 
+    # ---- matching: the native paper engine (hean._native.PaperMatcher) ----------------------
+    def _matcher(self, acc: Account, category: str, symbol: str):
+        """The native matcher of one account's ``category``/``symbol`` (its own position and
+        orders, like an account's book on Bybit), quoting the current price."""
+        key = (acc.api_key, category, symbol)
+        m = self.matchers.get(key)
+        if m is None:
+            m = self.matchers[key] = matcher_for(self.inst(category, symbol))
+            self.matcher_seen[key] = 0
+            self.matcher_u[key] = 0
+            self._quote(key, m)
+        return key, m
+
+    def _quote(self, key: tuple, m, thin: tuple | None = None) -> None:
+        """Give the matcher a book at the last published close: best bid the close rounded
+        down to the tick, best ask one tick above, each 1,000,000 base coin deep (the candle
+        data has no depth). ``thin=(side, qty units)`` leaves only that much on the side a
+        ``side`` order takes (the ``partial_fill`` fault). ``on_book`` also re-checks resting
+        limit orders against the new prices (native ``recheck_resting``)."""
+        _, category, symbol = key
+        inst = self.inst(category, symbol)
+        bid = inst.round_price(self.last_price(symbol), "down")
+        ask = bid + inst.tick_size
+        deep = "1000000"
+        bq = aq = deep
+        if thin is not None:
+            q = dstr(Decimal(thin[1]).scaleb(-m.book.size_decimals))
+            if thin[0] == "Buy":
+                aq = q
+            else:
+                bq = q
+        self.matcher_u[key] += 1
+        u = self.matcher_u[key]
+        st = m.on_book(True, [(dstr(bid), bq)], [(dstr(ask), aq)], u, u, self.time_ms())
+        if st != "OK":
+            self.shape_errors.append(f"native matcher refused the quote {bid}/{ask} for {symbol}: {st}")
+
+    def _submit(self, acc: Account, o: XOrder, partial: bool = False) -> dict | None:
+        """Match ``o`` with the native engine; on success store it, publish it, book its fills
+        and return None, else return the matcher's reject envelope (nothing is stored)."""
+        key, m = self._matcher(acc, o.category, o.symbol)
+        pd, qd = m.book.price_decimals, m.book.size_decimals
+        qty_u = int(o.qty.scaleb(qd))
+        px_u = int(o.price.scaleb(pd)) if o.order_type == "Limit" else 0
+        tif = o.tif if o.tif in ("GTC", "IOC", "FOK", "PostOnly") else "GTC"
+        if partial:
+            self._quote(key, m, thin=(o.side, max(qty_u // 2, 1)))
+        try:
+            code, msg, _ = m.submit(o.n, o.side, o.order_type, qty_u, px_u, tif, o.reduce_only, self.time_ms())
+        finally:
+            if partial:
+                self.matcher_pending_requote.add(key)
+        if code:
+            self.matcher_seen[key] = len(m.fills())
+            return self._envelope(int(code), msg)
+        acc.orders[o.order_id] = o
+        acc.by_n[o.n] = o
+        if o.link:
+            acc.by_link[o.link] = o
+            self.order_creates[(acc.api_key, o.link)] += 1
+        self._push_order(acc, o)
+        self._collect(acc, key, m)
+        self._sync(acc, m, o)
+        if key in self.matcher_pending_requote:
+            self.matcher_pending_requote.discard(key)
+            self._requote(acc, key, m)
+        return None
+
+    def _collect(self, acc: Account, key: tuple, m) -> None:
+        """Book the matcher's new fills (prices/qty in its units, fee in 1e-8 USDT)."""
+        fills = m.fills()
+        new, self.matcher_seen[key] = fills[self.matcher_seen[key]:], len(fills)
+        pd, qd = m.book.price_decimals, m.book.size_decimals
+        for oid, _ts, _side, price, qty, fee_e8, liquidity in new:
+            o = acc.by_n[oid]
+            self._execute(acc, o, Decimal(qty).scaleb(-qd), Decimal(price).scaleb(-pd), liquidity == "maker",
+                          Decimal(fee_e8).scaleb(-8))
+
+    def _sync(self, acc: Account, m, o: XOrder) -> None:
+        """Take over the matcher's verdict on ``o`` (IOC/FOK/PostOnly remainders cancelled, a
+        reduce-only order left without a position): Bybit's Cancelled or PartiallyFilledCanceled."""
+        d = m.order(o.n)
+        if d is not None and d["status"] == "Cancelled" and o.status in ("New", "PartiallyFilled"):
+            o.status = "PartiallyFilledCanceled" if o.cum_qty > 0 else "Cancelled"
+            o.updated = self.time_ms()
+            self._push_order(acc, o)
+
+    def _requote(self, acc: Account, key: tuple, m) -> None:
+        self._quote(key, m)
+        self._collect(acc, key, m)
+        for o in list(acc.orders.values()):
+            if o.category == key[1] and o.symbol == key[2] and o.status in ("New", "PartiallyFilled"):
+                self._sync(acc, m, o)
+
     def _try_match(self, acc: Account, o: XOrder, partial: bool = False) -> None:
-        if o.status not in ("New", "PartiallyFilled"):
-            return
-        last = self.last_price(o.symbol)
-        inst = self.inst(o.category, o.symbol)
-        if o.order_type == "Market":
-            px = inst.round_price(last, "up" if o.side == "Buy" else "down")
-            maker = False
-        elif (o.side == "Buy" and last <= o.price) or (o.side == "Sell" and last >= o.price):
-            px, maker = o.price, True
-        else:
-            return
-        qty = o.leaves
-        if o.reduce_only:
-            pos = acc.positions.get(o.symbol) or XPosition(o.symbol)
-            qty = min(qty, abs(pos.size))
-            if qty <= 0:
-                o.status, o.updated = "Cancelled", self.time_ms()
-                self._push_order(acc, o)
-                return
-        if partial and qty > inst.qty_step:
-            first = inst.round_qty(qty / 2)
-            first = max(first, inst.qty_step)
-            self._execute(acc, o, first, px, maker)
-            loop = self.loop
+        """(History seeding) submit an order built outside REST to the native matcher."""
+        err = self._submit(acc, o, partial)
+        if err is not None:
+            raise ValueError(f"test exchange: history order refused: {err['retMsg']}")
 
-            def rest():
-                with self.lock:
-                    self._execute(acc, o, o.leaves, px, maker)
-            if loop is not None:
-                loop.call_later(0.3, rest)
-            return
-        self._execute(acc, o, qty, px, maker)
-
-    def _execute(self, acc: Account, o: XOrder, qty: Decimal, px: Decimal, maker: bool) -> None:
+    def _execute(self, acc: Account, o: XOrder, qty: Decimal, px: Decimal, maker: bool, fee: Decimal) -> None:
+        """Book one fill of the native matcher on the account (position, wallet, order) and
+        publish execution, order, position and wallet frames. ``fee`` in USDT (the matcher's)."""
         if qty <= 0 or o.status not in ("New", "PartiallyFilled"):
             return
         if o.category == "spot":
             return self._execute_spot(acc, o, qty, px, maker)
         rate = FEES["linear"][1 if maker else 0]
         value = qty * px
-        fee = (value * rate).quantize(Decimal("0.00000001"))
         pos = acc.positions.setdefault(o.symbol, XPosition(o.symbol, created=self.time_ms()))
         signed = qty if o.side == "Buy" else -qty
         closed = ZERO
@@ -801,13 +860,20 @@ class BybitTestExchange:
             category = {"DERIVATIVES": "linear", "SPOT": "spot"}.get(acc.dcp_product)
             for o in acc.orders.values():
                 if o.status in ("New", "PartiallyFilled") and o.category == category:
+                    self._native_cancel(acc, o)
                     o.status, o.updated, o.reject_reason = "Cancelled", self.time_ms(), "EC_NoError"
                     acc.dcp_cancelled += 1
+
+    def _native_cancel(self, acc: Account, o: XOrder) -> None:
+        m = self.matchers.get((acc.api_key, o.category, o.symbol))
+        if m is not None:
+            m.cancel(o.n)
 
     def _order_cancel(self, p, acc: Account):
         o = acc.orders.get(p.get("orderId") or "") or acc.by_link.get(p.get("orderLinkId") or "")
         if o is None or o.status not in ("New", "PartiallyFilled"):
             return self._envelope(110001, "order not exists or too late to cancel"), None
+        self._native_cancel(acc, o)
         o.status, o.updated = "Cancelled", self.time_ms()
         self._push_order(acc, o)
         return self._envelope(0, "OK", {"orderId": o.order_id, "orderLinkId": o.link}), "rest.order.cancel"
@@ -1207,10 +1273,9 @@ class BybitTestExchange:
                                 continue
                             bar = self.bars[sym][self.cursor[sym]]
                             self.cursor[sym] += 1
-                            for acc in self.accounts.values():
-                                for o in list(acc.orders.values()):
-                                    if o.symbol == sym and o.order_type == "Limit":
-                                        self._try_match(acc, o)
+                            for key, m in list(self.matchers.items()):
+                                if key[2] == sym:  # the new close: requote, resting orders may fill
+                                    self._requote(self.accounts[key[0]], key, m)
                             if stale:
                                 continue
                             frame = {"topic": f"kline.1.{sym}", "data": [{
