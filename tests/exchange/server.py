@@ -784,15 +784,14 @@ class BybitTestExchange:
         self._push_private(acc, "wallet", self._ws_wallet(acc))
 
     def _execute_spot(self, acc: Account, o: XOrder, qty: Decimal, px: Decimal, maker: bool) -> None:
-        """A spot fill: the fee is charged in the coin received (base coin on a Buy, rounded
-        up to ``basePrecision`` so the holding stays sellable; USDT on a Sell), balances move,
-        there is no position."""
+        """A spot fill: the fee is charged in the coin received (base coin on a Buy, to 8
+        decimals - finer than ``basePrecision``, so a holding can end in unsellable dust;
+        USDT on a Sell), balances move, there is no position."""
         rate = FEES["spot"][1 if maker else 0]
         value = qty * px
         base = self._base_coin(o.symbol)
-        inst = self.inst("spot", o.symbol)
         if o.side == "Buy":
-            fee = (qty * rate / inst.qty_step).to_integral_value(rounding="ROUND_CEILING") * inst.qty_step
+            fee = (qty * rate).quantize(Decimal("0.00000001"), rounding="ROUND_HALF_UP")
             fee_ccy = base
             acc.coins[base] = acc.coins.get(base, ZERO) + qty - fee
             acc.wallet -= value

@@ -108,25 +108,33 @@ def test_a_spot_strategy_trades_and_reconciles_against_the_exchange(bybit_exchan
         wallet0 = x.accounts[account.key].wallet
         st = eng.symbols["BTCUSDT"]
         # entry: Market Buy, qty in base coin (marketUnit baseCoin), no reduceOnly
-        eng._queue(st, "Buy", D("0.010"), False, "TEST", D("500"), D("900"))
+        eng._queue(st, "Buy", D("0.012345"), False, "TEST", D("500"), D("900"))
         await until(lambda: st.pending is None, what="spot buy filled")
         buy = x.accounts[account.key].executions[-1]
         o = spot_orders(x, account)[-1]
-        assert o.qty == D("0.010") and o.category == "spot" and not o.reduce_only
+        assert o.qty == D("0.012345") and o.category == "spot" and not o.reduce_only
         held = x.accounts[account.key].coins["BTC"]
-        assert held == D("0.010") - D(buy["execFee"]) and eng.ledger.position("BTCUSDT").size == held
-        # exit: the engine's reduce-only exit goes out as a plain Sell of the holding
+        assert D(buy["execFee"]) == D("0.00001235") and buy["feeCurrency"] == "BTC"  # 0.1 % of 0.012345, 8 dp
+        assert held == D("0.01233265") == eng.ledger.position("BTCUSDT").size
+        # exit: the engine's reduce-only exit goes out as a plain Sell of the holding, rounded
+        # down to basePrecision; the 0.00000065 BTC below the step is written off as dust
         eng._queue(st, "Sell", eng.ledger.position("BTCUSDT").size, True, "TEST")
         await until(lambda: st.pending is None and eng.ledger.position("BTCUSDT").size == 0, what="spot sell")
         sell = x.accounts[account.key].executions[-1]
-        assert x.accounts[account.key].coins["BTC"] == 0 and sell["feeCurrency"] == "USDT"
-        # the ledger's cash moved exactly like the wallet's USDT
-        cash = sum((f.qty * f.price * (1 if f.side == "Sell" else -1) - f.fee for f in eng.ledger.fills), D(0))
-        assert cash == x.accounts[account.key].wallet - wallet0, [(f.side, f.qty, f.price, f.fee) for f in eng.ledger.fills]
-        assert eng.ledger.realized_pnl - eng.ledger.fees == cash
+        assert D(sell["execQty"]) == D("0.012332") and sell["feeCurrency"] == "USDT"
+        assert x.accounts[account.key].coins["BTC"] == D("0.00000065")
+        assert rt.execution.counters["spot_dust_written_off"] == 1
+        dust = [f for f in eng.ledger.fills if f.reason == "SPOT_DUST"]
+        assert len(dust) == 1 and dust[0].qty == D("0.00000065") and dust[0].fee == 0
+        # the ledger's cash (without the dust write-off) moved exactly like the wallet's USDT
+        real = [f for f in eng.ledger.fills if f.reason != "SPOT_DUST"]
+        cash = sum((f.qty * f.price * (1 if f.side == "Sell" else -1) - f.fee for f in real), D(0))
+        assert cash == x.accounts[account.key].wallet - wallet0, [(f.side, f.qty, f.price, f.fee) for f in real]
         assert len(x.accounts[account.key].executions) == 2 and all(
             n == 1 for (k, _), n in x.order_creates.items() if k == account.key)
         # reconciliation: holdings from the wallet; the ledger never claims more than it
+        report = await rt.execution.reconcile()  # the dust in the wallet is not adopted
+        assert not report.get("positionRepairs") and eng.ledger.position("BTCUSDT").size == 0
         eng._queue(st, "Buy", D("0.010"), False, "TEST", D("500"), D("900"))
         await until(lambda: st.pending is None, what="second buy")
         with x.lock:

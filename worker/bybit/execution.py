@@ -104,16 +104,44 @@ class ExchangeExecution:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
+    def _spot_sell_qty(self, tr: Tracked) -> Decimal:
+        """The qty a spot Sell can send: rounded down to the qty step (``basePrecision``).
+        A Buy's fee is charged in base coin with more decimals than the step, so an exit of
+        the whole holding leaves dust below the step that no order can sell; it is written
+        off in the ledger (a zero-fee ``SPOT_DUST`` fill at the mark price, counted and
+        logged) so the position can close; the coins stay in the wallet (reconciliation
+        accepts coins beyond the ledger's)."""
+        order = tr.order
+        st = self.engine.symbols[order.symbol]
+        send = st.instrument.round_qty(order.qty)
+        held = self.engine.ledger.position(order.symbol).size
+        dust = min(order.qty - send, held)
+        if order.reduce_only and dust > 0:
+            price = st.mark or self.engine.ledger.position(order.symbol).entry_price
+            fill = Fill(f"dust-{order.order_link_id}", order.order_link_id, order.symbol, "Sell", dust, price, ZERO,
+                        self.engine.now_ms, "taker", "SPOT_DUST")
+            self.engine.on_exchange_fill(fill, False)
+            self.counters["spot_dust_written_off"] += 1
+            log.warning("spot %s: %s base coin below the qty step %s cannot be sold; written off in the ledger",
+                        order.symbol, dust, st.instrument.qty_step)
+        return send
+
     async def _send(self, order: Order) -> None:
         tr = self.orders[order.order_link_id]
         link = order.order_link_id
         resubmits = 0
+        qty = order.qty
+        if self.category == "spot" and order.side == "Sell":
+            qty = self._spot_sell_qty(tr)
+            if qty <= 0:
+                self._reject(tr, "EXCHANGE_SPOT_DUST")
+                return
         while True:
             t0 = time.monotonic()
             try:
                 spot = self.category == "spot"  # no reduce-only on spot; a Market qty in base coin
                 res = await asyncio.to_thread(
-                    self.client.place_order, self.category, order.symbol, order.side, str(order.qty), link,
+                    self.client.place_order, self.category, order.symbol, order.side, str(qty), link,
                     "Market", None, order.reduce_only and not spot, None, "baseCoin" if spot else None)
                 tr.order_id = res.get("orderId", "")
                 if tr.state == "sending":
