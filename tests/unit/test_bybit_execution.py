@@ -234,7 +234,8 @@ def test_a_skewed_clock_is_fixed_for_rest_and_the_private_stream(bybit_exchange,
         await until(lambda: eng.symbols["BTCUSDT"].pending is None, what="fill with a skewed clock")
         assert rt.client.errors["clock_fixed"] >= 1 and abs(rt.client.http.offset_ms - 30_000) < 1_000
         # the private stream authenticated again despite the skew (fresh fills over WS)
-        await until(lambda: rt.private.connected(), what="private up")
+        # (connected is not enough: a fill before the auth answer would only reach REST)
+        await until(lambda: rt.private.connected() and rt.execution.authenticated, 20, what="private up and authenticated")
         queue(eng, "Sell", "0.010", True)
         await until(lambda: rt.execution.counters["fills_ws"] >= 1 and eng.ledger.position("BTCUSDT").size == 0,
                     what="fill over the re-authenticated stream")
