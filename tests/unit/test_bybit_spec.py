@@ -130,3 +130,25 @@ def test_the_runtime_honours_spec_bybit_against_the_exchange(bybit_exchange, acc
         asyncio.run(main())
     finally:
         x.dcp_time_scale = 1.0
+
+
+def test_a_change_of_spec_bybit_replaces_the_worker_and_its_absence_changes_nothing():
+    import hashlib
+    import json
+
+    from hean.operator import reconcile as rc
+
+    spec = {**copy.deepcopy(BASE), "mode": "testnet", "credentialsSecretRef": {"name": "k"}}
+    # the hash a spec without spec.bybit had before the field existed (recomputed here)
+    old_fields = ("strategy", "symbols", "category", "mode", "capital", "maxLeverage", "marketData",
+                  "credentialsSecretRef")
+    old = hashlib.sha256(json.dumps({k: spec.get(k) for k in old_fields}, sort_keys=True,
+                                    separators=(",", ":")).encode()).hexdigest()[:16]
+    assert rc.structural_hash(spec) == old
+    a = rc.structural_hash({**spec, "bybit": {"orderbookDepth": 50}})
+    b = rc.structural_hash({**spec, "bybit": {"orderbookDepth": 200}})
+    assert len({old, a, b}) == 3
+    # the worker sees the same: a changed spec.bybit is a structural change
+    from hean.worker.app import structural
+
+    assert structural({**spec, "bybit": {"orderbookDepth": 50}}) != structural({**spec, "bybit": {"orderbookDepth": 200}})
