@@ -16,6 +16,11 @@ place a second order:
   ``/v5/execution/list`` is the fallback at reconciliation) and are booked exactly
   once, keyed by ``execId``.
 
+Every list read (executions, open orders, order history) follows Bybit's
+``nextPageCursor`` (:meth:`BybitClient.paged`). Spot (``category: spot``): no
+``reduceOnly``, ``marketUnit: baseCoin``, fees in the coin received, holdings from the
+wallet, sub-step dust written off (docs/bybit.md).
+
 Rejections (10001, 10003, 10004, 110007, ...) fail fast: the engine's pending slot is
 released, the reject is counted under a bounded label and logged once.
 
@@ -136,10 +141,10 @@ class ExchangeExecution:
             if qty <= 0:
                 self._reject(tr, "EXCHANGE_SPOT_DUST")
                 return
+        spot = self.category == "spot"  # no reduce-only on spot; a Market qty in base coin
         while True:
             t0 = time.monotonic()
             try:
-                spot = self.category == "spot"  # no reduce-only on spot; a Market qty in base coin
                 res = await asyncio.to_thread(
                     self.client.place_order, self.category, order.symbol, order.side, str(qty), link,
                     "Market", None, order.reduce_only and not spot, None, "baseCoin" if spot else None)
@@ -263,7 +268,7 @@ class ExchangeExecution:
             # Spot fees are charged in the coin received: a Buy's fee is base coin. Book the
             # base coin actually received and the fee's value in USDT, so the ledger's
             # position is the wallet's holding and its cash is what was paid (qty * price).
-            qty, fee = qty - fee, (fee * price).quantize(Decimal("0.00000001"))
+            qty, fee = qty - fee, fee * price  # exact: qty * price is what was paid
             self.counters["spot_fees_in_base_coin"] += 1
         fill = Fill(exec_id, link, symbol, item["side"], qty, price, fee, int(item["execTime"]),
                     "maker" if item.get("isMaker") else "taker", tr.order.reason if tr else "EXCHANGE")
@@ -311,7 +316,6 @@ class ExchangeExecution:
             if held > 0:
                 rows.append({"symbol": sym, "side": "Buy", "size": str(held), "avgPrice": ""})
         return rows
-
 
     async def reconcile(self) -> dict:
         """Compare with the exchange and repair toward it; returns what was repaired.
