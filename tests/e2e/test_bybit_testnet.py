@@ -13,6 +13,7 @@ Local harness only: on kind the pods cannot reach the pytest process's loopback.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import time
 from decimal import Decimal
@@ -62,7 +63,7 @@ def test_testnet_strategy_trades_reconciles_and_survives_faults(kube, namespace,
                     "riskPolicyRef": {"name": "pol"}, "credentialsSecretRef": {"name": "bybit-keys"},
                     "marketData": {"source": "live"},
                     "bybit": {"orderbookDepth": 200, "reconcileSeconds": 6, "deadManSwitchSeconds": 60,
-                              "recvWindowMs": 7000, "staleSeconds": 10},
+                              "recvWindowMs": 7000, "staleSeconds": 3},
                     "params": {"emaFastPeriod": 2, "emaSlowPeriod": 3, "volatilityWindow": 5, "impulseLookback": 1,
                                "impulseThreshold": 0.1, "atrPeriod": 2, "stopLossAtr": 0.3, "takeProfitAtr": 0.3,
                                "cooldownBars": 0, "riskPerTradeFraction": 0.01}}})
@@ -92,7 +93,7 @@ def test_testnet_strategy_trades_reconciles_and_survives_faults(kube, namespace,
 
     # the worker pod honours spec.bybit (it reads its own spec)
     snap = worker("/bybit")
-    assert snap["connection"] == {"orderbook_depth": 200, "stale_seconds": 10, "reconcile_seconds": 6,
+    assert snap["connection"] == {"orderbook_depth": 200, "stale_seconds": 3, "reconcile_seconds": 6,
                                   "dcp_seconds": 60, "recv_window_ms": 7000, "source": "spec"}
     assert x.accounts[key].recv_windows == {7000}
     assert (x.accounts[key].dcp_window_s, x.accounts[key].dcp_product) == (60, "DERIVATIVES")
@@ -151,6 +152,18 @@ def test_testnet_strategy_trades_reconciles_and_survives_faults(kube, namespace,
     ledger = worker("/ledger")
     assert sum((Decimal(p["size"]) for p in ledger["positions"]), Decimal(0)) == acct.positions["BTCUSDT"].size
     x.autoplay = True
+
+    # a stale feed (no public frame for 6 s; spec.bybit.staleSeconds is 3) is detected,
+    # counted and exposed, and trading resumes when frames come back
+    stale0 = worker("/bybit")["marketData"]["counters"].get("stale", 0)
+    x.inject("stale", seconds=6)
+    wait_for(lambda: worker("/bybit")["marketData"]["stale"], 15, message="stale feed detected")
+    wait_for(lambda: worker("/bybit")["blockedReason"] == "MARKET_DATA_STALE", 5, message="entries blocked")
+    wait_for(lambda: not worker("/bybit")["marketData"]["stale"], 30, message="fresh again")
+    assert worker("/bybit")["marketData"]["counters"]["stale"] > stale0
+    metrics = worker("/metrics/bybit")
+    assert re.search(r'hean_worker_bybit_marketdata_stale_events_total\{[^}]*\} [1-9]', metrics), metrics
+    assert re.search(r'hean_worker_bybit_ws_reconnects_total\{[^}]*stream="private"[^}]*\} [1-9]', metrics)
 
     # the keys appear nowhere
     logs = kube.logs(namespace, "tn-worker")
