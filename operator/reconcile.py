@@ -25,7 +25,7 @@ HEARTBEAT_TIMEOUT_SECONDS = 30
 POD_BACKOFF_BASE_SECONDS = 2.0
 POD_BACKOFF_MAX_SECONDS = 300.0
 STRUCTURAL_FIELDS = ("strategy", "symbols", "category", "mode", "capital", "maxLeverage", "marketData",
-                     "credentialsSecretRef")
+                     "credentialsSecretRef", "bybit")
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,10 @@ def worker_name(strategy_name: str) -> str:
 def structural_hash(spec: dict) -> str:
     """Hash (16 hex chars) of the spec fields whose change needs a new worker pod;
     parameters, ``paused`` and the RiskPolicy apply live and are not part of it."""
-    material = json.dumps({k: spec.get(k) for k in STRUCTURAL_FIELDS}, sort_keys=True, separators=(",", ":"))
+    # "bybit" counts only when present, so that strategies without it keep the hash they had
+    # before the field existed (an operator upgrade does not replace their pods).
+    material = json.dumps({k: spec.get(k) for k in STRUCTURAL_FIELDS if k != "bybit" or spec.get(k) is not None},
+                          sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(material.encode()).hexdigest()[:16]
 
 

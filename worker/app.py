@@ -46,7 +46,7 @@ from .engine import R_NO_DATA, Engine
 log = logging.getLogger("hean.worker")
 
 HEARTBEAT_SECONDS = 10.0  # an unchanged status is still re-written this often (liveness)
-STRUCTURAL_FIELDS = ("strategy", "symbols", "category", "mode", "capital", "maxLeverage", "marketData")
+STRUCTURAL_FIELDS = ("strategy", "symbols", "category", "mode", "capital", "maxLeverage", "marketData", "bybit")
 
 
 class WorkerSettings(BaseSettings):
@@ -77,7 +77,8 @@ class WorkerSettings(BaseSettings):
     bybit_record_dir: Path | None = None
     bybit_timeout: float = 5.0
     bybit_order_rate: int = 10
-    bybit_dcp_seconds: int = 0  # exchange-side dead-man switch window, 10..300; 0 = off
+    bybit_dcp_seconds: int = 0  # exchange-side dead-man switch window, 3..300; 0 = off
+    bybit_recv_window_ms: int = 5000  # spec.bybit (if set) wins over these HEAN_BYBIT_* defaults
 
 
 def structural(spec: dict) -> dict:
@@ -320,9 +321,10 @@ class Worker:
     async def run_live(self, engine: Engine) -> None:
         """Live public data (and, for testnet/demo/live, exchange execution)."""
         from .bybit import endpoints_for
-        from .bybit.runtime import Blocks, ExchangeRuntime, LiveData
+        from .bybit.runtime import Blocks, ExchangeRuntime, LiveData, connection_settings
 
         s = self.settings
+        cs = connection_settings(engine.spec, s)  # spec.bybit, else HEAN_BYBIT_* env
         ep = endpoints_for(engine.spec.mode)
         blocks = Blocks()
         blocks.engine = engine
@@ -331,8 +333,8 @@ class Worker:
             if engine.spec.mode != "paper":
                 try:
                     self.exchange = ExchangeRuntime(engine, s.namespace, s.strategy_name, ep, s.bybit_state_dir, blocks,
-                                                    s.bybit_reconcile_seconds, s.bybit_timeout, s.bybit_order_rate,
-                                                    dcp_seconds=s.bybit_dcp_seconds)
+                                                    cs.reconcile_seconds, s.bybit_timeout, s.bybit_order_rate,
+                                                    dcp_seconds=cs.dcp_seconds, recv_window_ms=cs.recv_window_ms)
                 except (ValueError, OSError) as e:
                     self.data_error = f"exchange execution cannot start: {e}"
                     engine.blocked_reason = "EXCHANGE_NOT_CONFIGURED"
@@ -347,8 +349,8 @@ class Worker:
                     self.exchange.client.on_rate_limited = obs.count_rate_limited
                     self.exchange.private.on_reconnect = obs.count_reconnect
                 tasks.append(asyncio.create_task(self.exchange.run()))
-            self.live_data = LiveData(engine, ep, engine.spec.marketData.replay.interval, s.bybit_orderbook_depth,
-                                      s.bybit_stale_seconds, blocks, s.bybit_record_dir, self.instruments_doc)
+            self.live_data = LiveData(engine, ep, engine.spec.marketData.replay.interval, cs.orderbook_depth,
+                                      cs.stale_seconds, blocks, s.bybit_record_dir, self.instruments_doc)
             tasks.append(asyncio.create_task(self._load_funding(ep, engine)))
 
             def on_bar(symbol, bar):
@@ -525,6 +527,10 @@ class Worker:
             out["funding"] = self.funding
         if self.engine is not None:
             out["blockedReason"] = self.engine.blocked_reason
+            from dataclasses import asdict
+
+            from .bybit.runtime import connection_settings
+            out["connection"] = asdict(connection_settings(self.engine.spec, self.settings))
         return out
 
     async def bybit_metrics(self):

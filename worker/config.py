@@ -77,6 +77,29 @@ class ExecutionSpec(_Model):
     slippageBps: float = Field(2.0, ge=0, le=500)
 
 
+class BybitSpec(_Model):
+    """``spec.bybit``: tunables of the Bybit connection (only with ``marketData.source:
+    live``). ``orderbookDepth`` levels of ``orderbook.<depth>.<symbol>`` (1, 50, 200, 1000:
+    https://bybit-exchange.github.io/docs/v5/websocket/public/orderbook); ``staleSeconds``
+    without a public frame before entries stop; ``reconcileSeconds`` between
+    reconciliations; ``deadManSwitchSeconds`` Bybit's Disconnection Protect window
+    (0 = off, else 3..300 s: https://bybit-exchange.github.io/docs/v5/order/dcp);
+    ``recvWindowMs`` the signed requests' ``recv_window`` (ms)."""
+
+    orderbookDepth: Literal[1, 50, 200, 1000] = 50
+    staleSeconds: float = Field(10.0, ge=1, le=300)
+    reconcileSeconds: float = Field(30.0, ge=5, le=3600)
+    deadManSwitchSeconds: int = Field(0, ge=0, le=300)
+    recvWindowMs: int = Field(5000, ge=1000, le=60000)
+
+    @model_validator(mode="after")
+    def _dcp_window(self) -> "BybitSpec":
+        if 0 < self.deadManSwitchSeconds < 3:
+            raise ValueError(f"spec.bybit.deadManSwitchSeconds must be 0 (off) or 3..300, "
+                             f"got {self.deadManSwitchSeconds}")
+        return self
+
+
 class RiskPolicyRef(_Model):
     """``spec.riskPolicyRef``: the name of a RiskPolicy in the strategy's namespace."""
     name: str = Field(min_length=1, max_length=253)
@@ -96,6 +119,15 @@ class StrategySpec(_Model):
     paused: bool = False
     marketData: MarketDataSpec = MarketDataSpec()
     execution: ExecutionSpec = ExecutionSpec()
+    bybit: BybitSpec | None = None
+
+    @model_validator(mode="after")
+    def _bybit_needs_live_data(self) -> "StrategySpec":
+        if self.bybit is not None and self.marketData.source != "live":
+            raise ValueError("spec.bybit configures the Bybit connection and needs spec.marketData.source 'live'")
+        if self.bybit is not None and self.bybit.deadManSwitchSeconds and self.mode == "paper":
+            raise ValueError("spec.bybit.deadManSwitchSeconds needs an exchange mode (testnet, demo or live)")
+        return self
 
 
 class AutoQuarantineSpec(_Model):
@@ -234,6 +266,7 @@ def describe_validation_error(prefix: str, err: ValidationError) -> str:
 
 __all__ = [
     "ImpulseParams",
+    "BybitSpec",
     "StrategySpec",
     "RiskPolicySpec",
     "AutoQuarantineSpec",

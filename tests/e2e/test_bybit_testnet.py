@@ -13,6 +13,7 @@ Local harness only: on kind the pods cannot reach the pytest process's loopback.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import time
 from decimal import Decimal
@@ -50,6 +51,7 @@ def test_testnet_strategy_trades_reconciles_and_survives_faults(kube, namespace,
     x = operator_for_testnet
     key, secret = "tk" + secrets.token_hex(8), secrets.token_hex(16)
     x.add_account(key, secret, Decimal("100000"))
+    x.accounts[key].dcp_allowed = True
     apply(kube, namespace,
           {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "bybit-keys"},
            "stringData": {"apiKey": key, "apiSecret": secret}},
@@ -60,6 +62,8 @@ def test_testnet_strategy_trades_reconciles_and_survives_faults(kube, namespace,
            "spec": {"strategy": "impulse", "symbols": ["BTCUSDT"], "mode": "testnet", "capital": 10000,
                     "riskPolicyRef": {"name": "pol"}, "credentialsSecretRef": {"name": "bybit-keys"},
                     "marketData": {"source": "live"},
+                    "bybit": {"orderbookDepth": 200, "reconcileSeconds": 6, "deadManSwitchSeconds": 60,
+                              "recvWindowMs": 7000, "staleSeconds": 3},
                     "params": {"emaFastPeriod": 2, "emaSlowPeriod": 3, "volatilityWindow": 5, "impulseLookback": 1,
                                "impulseThreshold": 0.1, "atrPeriod": 2, "stopLossAtr": 0.3, "takeProfitAtr": 0.3,
                                "cooldownBars": 0, "riskPerTradeFraction": 0.01}}})
@@ -86,6 +90,18 @@ def test_testnet_strategy_trades_reconciles_and_survives_faults(kube, namespace,
     execs = lambda: x.accounts[key].executions  # noqa: E731
     wait_for(lambda: worker("/bybit")["exchange"]["reconciled"] and len(execs()) >= 4, 60,
              message="reconciled and trading on the test exchange")
+
+    # the worker pod honours spec.bybit (it reads its own spec)
+    snap = worker("/bybit")
+    assert snap["connection"] == {"orderbook_depth": 200, "stale_seconds": 3, "reconcile_seconds": 6,
+                                  "dcp_seconds": 60, "recv_window_ms": 7000, "source": "spec"}
+    assert x.accounts[key].recv_windows == {7000}
+    assert (x.accounts[key].dcp_window_s, x.accounts[key].dcp_product) == (60, "DERIVATIVES")
+    assert snap["exchange"]["deadManSwitch"] == "armed"
+    assert any("orderbook.200.BTCUSDT" in t for t in x.subs.values())
+    n = snap["exchange"]["counters"]["reconciles"]
+    wait_for(lambda: worker("/bybit")["exchange"]["counters"]["reconciles"] >= n + 2, 20,
+             message="reconciliations every 6 s (spec.bybit.reconcileSeconds)")
 
     # faults while it trades
     x.inject("timeout_after_accept", "/v5/order/create", delay=6)
@@ -137,6 +153,18 @@ def test_testnet_strategy_trades_reconciles_and_survives_faults(kube, namespace,
     assert sum((Decimal(p["size"]) for p in ledger["positions"]), Decimal(0)) == acct.positions["BTCUSDT"].size
     x.autoplay = True
 
+    # a stale feed (no public frame for 6 s; spec.bybit.staleSeconds is 3) is detected,
+    # counted and exposed, and trading resumes when frames come back
+    stale0 = worker("/bybit")["marketData"]["counters"].get("stale", 0)
+    x.inject("stale", seconds=6)
+    wait_for(lambda: worker("/bybit")["marketData"]["stale"], 15, message="stale feed detected")
+    wait_for(lambda: worker("/bybit")["blockedReason"] == "MARKET_DATA_STALE", 5, message="entries blocked")
+    wait_for(lambda: not worker("/bybit")["marketData"]["stale"], 30, message="fresh again")
+    assert worker("/bybit")["marketData"]["counters"]["stale"] > stale0
+    metrics = worker("/metrics/bybit")
+    assert re.search(r'hean_worker_bybit_marketdata_stale_events_total\{[^}]*\} [1-9]', metrics), metrics
+    assert re.search(r'hean_worker_bybit_ws_reconnects_total\{[^}]*stream="private"[^}]*\} [1-9]', metrics)
+
     # the keys appear nowhere
     logs = kube.logs(namespace, "tn-worker")
     assert "Traceback" not in logs, logs[-3000:]
@@ -163,3 +191,66 @@ def test_testnet_strategy_trades_reconciles_and_survives_faults(kube, namespace,
             return e.status == 404
     wait_for(pod_gone, 60, message="the testnet worker is removed, no live worker created")
     api.close()
+
+
+def test_spot_testnet_strategy_trades_long_only_and_matches_the_wallet(kube, namespace, operator_for_testnet):
+    """``category: spot`` through a real worker pod: spot instruments and the
+    ``/v5/public/spot`` stream, Market orders in base coin (``marketUnit``), no
+    ``reduceOnly``, no short, every execution booked once, the ledger's position equal to
+    the wallet's base coin (less any sub-step dust written off)."""
+    x = operator_for_testnet
+    key, secret = "ts" + secrets.token_hex(8), secrets.token_hex(16)
+    x.add_account(key, secret, Decimal("100000"))
+    apply(kube, namespace,
+          {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "bybit-keys"},
+           "stringData": {"apiKey": key, "apiSecret": secret}},
+          {"apiVersion": f"{GROUP}/{VERSION}", "kind": "RiskPolicy", "metadata": {"name": "pol"},
+           "spec": {"maxDailyLossUsdt": 100000, "maxPositionNotionalUsdt": 3000, "hardMaxDrawdownPercent": 90,
+                    "softMaxDrawdownPercent": 80, "maxOrdersPerMinute": 6000}},
+          {"apiVersion": f"{GROUP}/{VERSION}", "kind": "TradingStrategy", "metadata": {"name": "sp"},
+           "spec": {"strategy": "impulse", "symbols": ["BTCUSDT"], "category": "spot", "mode": "testnet",
+                    "capital": 10000, "riskPolicyRef": {"name": "pol"}, "credentialsSecretRef": {"name": "bybit-keys"},
+                    "marketData": {"source": "live"},
+                    "params": {"emaFastPeriod": 2, "emaSlowPeriod": 3, "volatilityWindow": 5, "impulseLookback": 1,
+                               "impulseThreshold": 0.1, "atrPeriod": 2, "stopLossAtr": 0.3, "takeProfitAtr": 0.3,
+                               "cooldownBars": 0, "riskPerTradeFraction": 0.01}}})
+    from kubernetes import client
+
+    api = kube.api_client()
+    core = client.CoreV1Api(api)
+
+    def worker(path):
+        ip = core.read_namespaced_pod("sp-worker", namespace).status.pod_ip
+        r = httpx.get(f"http://{ip}:8080{path}", timeout=5)
+        r.raise_for_status()
+        return r.json()
+
+    acct = x.accounts[key]
+    sells = lambda: [e for e in acct.executions if e["side"] == "Sell"]  # noqa: E731
+    wait_for(lambda: len(sells()) >= 2, 120, message="spot round trips on the test exchange")
+    x.autoplay = False  # no more candles: no more decisions
+    try:
+        time.sleep(2)
+        orders = list(acct.orders.values())
+        assert orders and all(o.category == "spot" and not o.reduce_only for o in orders)
+        first_buy = next(o for o in orders if o.side == "Buy")
+        assert first_buy.qty < 1  # base coin (marketUnit baseCoin), not a USDT amount
+        assert all(e["category"] == "spot" for e in acct.executions)
+
+        def consistent():
+            ledger = worker("/ledger")
+            booked = sorted(f["execId"] for f in ledger["fills"]
+                            if not f["execId"].startswith(("reconcile-", "dust-")))
+            return booked == sorted(e["execId"] for e in acct.executions) and ledger
+        ledger = wait_for(consistent, 45, message="every spot execution booked exactly once")
+        mine = sum((Decimal(p["size"]) for p in ledger["positions"] if p["symbol"] == "BTCUSDT"), Decimal(0))
+        dust = sum((Decimal(f["qty"]) for f in ledger["fills"] if f["execId"].startswith("dust-")), Decimal(0))
+        assert mine >= 0 and mine + dust == acct.coins.get("BTC", Decimal(0))
+        assert all(n == 1 for (k, _), n in x.order_creates.items() if k == key), "an order was created twice"
+        snap = worker("/bybit")
+        assert snap["exchange"]["reconciled"] and not snap["exchange"]["rejects"].get("EXCHANGE_PARAMETER_ERROR")
+        logs = kube.logs(namespace, "sp-worker")
+        assert "Traceback" not in logs, logs[-3000:]
+    finally:
+        x.autoplay = True
+        api.close()

@@ -50,11 +50,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote
 
 from aiohttp import WSMsgType, web
 
 from hean.marketdata import Instrument, _instrument_from_record
+from hean.engine.book import matcher_for
 from hean.worker.engine import FEES
 
 from .shapes import Shapes, ShapeError
@@ -115,6 +116,8 @@ class XOrder:
     updated: int = 0
     reject_reason: str = "EC_NoError"
     closed_pnl: Decimal = ZERO
+    n: int = 0
+    category: str = "linear"  # creation number: the stable key of order-list cursors
 
     @property
     def leaves(self) -> Decimal:
@@ -143,8 +146,12 @@ class Account:
     positions: dict = field(default_factory=dict)   # symbol -> XPosition
     order_calls: deque = field(default_factory=deque)  # ms timestamps of order requests
     private_ws: set = field(default_factory=set)
+    by_n: dict = field(default_factory=dict)  # order number (the native matcher's id) -> XOrder
+    coins: dict = field(default_factory=dict)  # spot: base coin -> balance (USDT is ``wallet``)
     dcp_allowed: bool = False  # Bybit enables Disconnection Protect per account on request
     dcp_window_s: int = 0      # 0 = off
+    dcp_product: str = "OPTIONS"
+    recv_windows: set = field(default_factory=set)  # X-BAPI-RECV-WINDOW values seen (ms)
     dcp_cancelled: int = 0
 
 
@@ -166,8 +173,13 @@ class BybitTestExchange:
         self.ip_limit = ip_limit_per_5s
         self.host, self.port = host, port
         self.autoplay = autoplay
-        self.dcp_time_scale = dcp_time_scale  # tests shrink DCP's 10..300 s windows
+        self.dcp_time_scale = dcp_time_scale  # tests shrink DCP's 3..300 s windows
         self.accounts: dict[str, Account] = {}
+        self.categories = ("linear", "spot")
+        self.matchers: dict = {}       # (apiKey, category, symbol) -> hean._native.PaperMatcher
+        self.matcher_seen: dict = {}   # -> fills already booked
+        self.matcher_u: dict = {}      # -> update id of the last quote
+        self.matcher_pending_requote: set = set()
         self.faults: list[Fault] = []
         self.clock_skew_ms = 0
         self.lock = threading.RLock()
@@ -197,6 +209,10 @@ class BybitTestExchange:
         self.instrument_records = {it["symbol"]: it for it in inst_doc["result"]["list"]}
         self.instruments: dict[str, Instrument] = {
             s: _instrument_from_record("linear", r) for s, r in self.instrument_records.items()}
+        spot_doc = self.shapes.example("rest.instruments.spot")
+        self.spot_records = {it["symbol"]: it for it in spot_doc["result"]["list"]}
+        self.spot_instruments: dict[str, Instrument] = {
+            s: _instrument_from_record("spot", r) for s, r in self.spot_records.items()}
         self.bars: dict[str, list] = {}
         self.cursor: dict[str, int] = {}
         for s in self.symbols:
@@ -234,6 +250,10 @@ class BybitTestExchange:
         self.books: dict[str, dict] = {s: {"b": {}, "a": {}, "u": 0, "seq": 0} for s in self.frames}
         self.tickers: dict[str, dict] = {}
 
+    def inst(self, category: str, symbol: str) -> Instrument | None:
+        """The instrument rules of ``symbol`` in ``category`` (``linear`` or ``spot``), None if unknown."""
+        return (self.spot_instruments if category == "spot" else self.instruments).get(symbol)
+
     def last_price(self, symbol: str) -> Decimal:
         i = max(self.cursor[symbol] - 1, 0)
         return Decimal(self.bars[symbol][i][4])
@@ -257,6 +277,23 @@ class BybitTestExchange:
                 self.stale_until = time.monotonic() + float(params.get("seconds", 5))
                 return
             self.faults.append(Fault(kind, path, count, params))
+
+    def trade_history(self, api_key: str, category: str, symbol: str, links: list[str], qty: str,
+                      sides=("Buy", "Sell")) -> list[XOrder]:
+        """Give an account a trading history without going through REST (no rate limit):
+        one filled Market order per orderLinkId in ``links`` (``qty`` base coin, sides
+        cycling through ``sides``), matched and booked by the same code as a REST order, so
+        ``/v5/execution/list`` and ``/v5/order/history`` have more rows than one page."""
+        out = []
+        with self.lock:
+            acc = self.accounts[api_key]
+            for i, link in enumerate(links):
+                t = self.time_ms()
+                o = XOrder(str(uuid.uuid4()), link, symbol, sides[i % len(sides)], "Market", Decimal(qty), ZERO,
+                           False, "IOC", t, updated=t, n=next(self._ids), category=category)
+                self._try_match(acc, o)
+                out.append(o)
+        return out
 
     def set_clock_skew(self, ms: int) -> None:
         self.clock_skew_ms = ms
@@ -300,6 +337,7 @@ class BybitTestExchange:
     async def _start_server(self) -> None:
         app = web.Application()
         app.router.add_get("/v5/public/linear", self._ws_public)
+        app.router.add_get("/v5/public/spot", self._ws_public_spot)
         app.router.add_get("/v5/private", self._ws_private)
         app.router.add_route("*", "/{tail:.*}", self._rest)
         self.runner = web.AppRunner(app, access_log=None)
@@ -366,8 +404,9 @@ class BybitTestExchange:
             return web.Response(status=int(f.params.get("status", 502)), text="Bad Gateway")
         body_text = await request.text()
         if request.method == "GET":
-            params = dict(parse_qsl(request.query_string, keep_blank_values=True))
-            sign_payload = request.query_string
+            raw_query = request.rel_url.raw_query_string  # as sent: Bybit signs the raw string
+            params = dict(parse_qsl(raw_query, keep_blank_values=True))
+            sign_payload = raw_query
         else:
             try:
                 params = json.loads(body_text) if body_text else {}
@@ -380,7 +419,8 @@ class BybitTestExchange:
             "/v5/market/kline": self._market_kline, "/v5/market/orderbook": self._market_orderbook,
             "/v5/market/funding/history": self._market_funding, "/v5/market/recent-trade": self._market_trades,
             "/v5/order/create": self._order_create, "/v5/order/cancel": self._order_cancel,
-            "/v5/order/realtime": self._order_realtime, "/v5/execution/list": self._execution_list,
+            "/v5/order/realtime": self._order_realtime, "/v5/order/history": self._order_history,
+            "/v5/execution/list": self._execution_list,
             "/v5/position/list": self._position_list, "/v5/account/wallet-balance": self._wallet_balance,
             "/v5/order/disconnected-cancel-all": self._set_dcp,
         }.get(path)
@@ -405,6 +445,7 @@ class BybitTestExchange:
             ts_i, recv_i = int(ts), int(recv)
         except ValueError:
             return self._respond(self._envelope(10001, "X-BAPI-TIMESTAMP and X-BAPI-RECV-WINDOW must be integers"), None)
+        acc.recv_windows.add(recv_i)
         if not (server - recv_i <= ts_i < server + 1000):
             return self._respond(self._envelope(
                 10002, f"invalid request, please check your server timestamp or recv_window param. "
@@ -440,13 +481,14 @@ class BybitTestExchange:
         return self._envelope(0, "OK", {"timeSecond": str(t // 1000), "timeNano": str(t * 1_000_000)}), "rest.time"
 
     def _market_instruments(self, p):
-        if p.get("category") != "linear":
-            return self._envelope(10001, "params error: category only 'linear' on this test exchange"), None
-        doc = self.shapes.example("rest.instruments.linear")
+        if p.get("category") not in self.categories:
+            return self._envelope(10001, "params error: category only 'linear' or 'spot' on this test exchange"), None
+        kind = "rest.instruments." + p["category"]
+        doc = self.shapes.example(kind)
         if p.get("symbol"):
             doc["result"]["list"] = [it for it in doc["result"]["list"] if it["symbol"] == p["symbol"]]
         doc["time"] = self.time_ms()
-        return doc, "rest.instruments.linear"
+        return doc, kind
 
     def _market_kline(self, p):
         sym = p.get("symbol")
@@ -503,20 +545,22 @@ class BybitTestExchange:
     # -- trading
     def _order_create(self, p, acc: Account):
         cat, sym, side, otype = p.get("category"), p.get("symbol"), p.get("side"), p.get("orderType")
-        if cat != "linear":
-            return self._envelope(10001, "params error: category must be linear"), None
-        if sym not in self.instruments or sym not in self.bars:
+        if cat not in self.categories:
+            return self._envelope(10001, "params error: category must be linear or spot"), None
+        if self.inst(cat, sym) is None or sym not in self.bars:
             return self._envelope(10001, f"params error: symbol invalid ({sym})"), None
         if side not in ("Buy", "Sell"):
             return self._envelope(10001, "params error: side invalid"), None
         if otype not in ("Market", "Limit"):
             return self._envelope(10001, "params error: orderType invalid"), None
-        inst = self.instruments[sym]
+        inst = self.inst(cat, sym)
         try:
             qty = Decimal(str(p.get("qty")))
             price = Decimal(str(p["price"])) if otype == "Limit" else ZERO
         except Exception:  # noqa: BLE001
             return self._envelope(10001, "params error: qty/price must be decimal strings"), None
+        if cat == "spot":
+            return self._spot_create(p, acc, inst, side, otype, qty, price)
         if qty <= 0 or qty % inst.qty_step != 0 or qty < inst.min_order_qty:
             return self._envelope(10001, f"Qty invalid: {p.get('qty')} (step {inst.qty_step}, min {inst.min_order_qty})"), None
         if otype == "Limit" and (price <= 0 or price % inst.tick_size != 0):
@@ -528,70 +572,177 @@ class BybitTestExchange:
             return self._envelope(110072, "OrderLinkedID is duplicate"), None
         ref = price if otype == "Limit" else self.last_price(sym)
         reduce_only = bool(p.get("reduceOnly", False))
-        pos = acc.positions.get(sym) or XPosition(sym)
-        if reduce_only:
-            if pos.size == 0 or (pos.size > 0) == (side == "Buy"):
-                return self._envelope(110017, "current position is zero, cannot fix reduce-only order qty"), None
-        else:
+        if not reduce_only:  # reduce-only (110017, clamp to the position) is the native matcher's rule
             need = qty * ref / 10 + qty * ref * FEES["linear"][0]
             if need > self._available(acc):
                 return self._envelope(110007, "ab not enough for new order"), None
         t = self.time_ms()
         o = XOrder(str(uuid.uuid4()), link, sym, side, otype, qty, price, reduce_only,
-                   str(p.get("timeInForce") or ("IOC" if otype == "Market" else "GTC")), t, updated=t)
-        acc.orders[o.order_id] = o
-        if link:
-            acc.by_link[link] = o
-            self.order_creates[(acc.api_key, link)] += 1
-        self._push_order(acc, o)
-        partial = self._take_fault(("partial_fill",), None)
-        self._try_match(acc, o, partial=partial is not None)
+                   str(p.get("timeInForce") or ("IOC" if otype == "Market" else "GTC")), t, updated=t,
+                   n=next(self._ids))
+        err = self._submit(acc, o, partial=self._take_fault(("partial_fill",), None) is not None)
+        if err is not None:
+            return err, None
         return self._envelope(0, "OK", {"orderId": o.order_id, "orderLinkId": link}), "rest.order.create"
+
+    def _spot_create(self, p, acc: Account, inst: Instrument, side: str, otype: str, qty: Decimal, price: Decimal):
+        """A spot order (https://bybit-exchange.github.io/docs/v5/order/create-order): no
+        ``reduceOnly`` (10001 here), no short (selling more base coin than the account holds
+        is 170131 insufficient balance), a Market Buy's ``qty`` is in the quote coin unless
+        ``marketUnit`` is ``baseCoin`` (a Sell's is in the base coin), base qty a multiple of
+        ``basePrecision`` and at least ``minOrderQty``, value at least ``minOrderAmt`` (170140)."""
+        sym, link = p["symbol"], str(p.get("orderLinkId") or "")
+        if p.get("reduceOnly") not in (None, False, "false"):
+            return self._envelope(10001, "params error: reduceOnly is not supported for spot"), None
+        unit = p.get("marketUnit") or ("quoteCoin" if otype == "Market" and side == "Buy" else "baseCoin")
+        if unit not in ("baseCoin", "quoteCoin"):
+            return self._envelope(10001, "params error: marketUnit must be baseCoin or quoteCoin"), None
+        ref = price if otype == "Limit" else self.last_price(sym)
+        if otype == "Market" and unit == "quoteCoin":
+            if qty <= 0:
+                return self._envelope(10001, f"Qty invalid: {p.get('qty')}"), None
+            quote_amount, qty = qty, inst.round_qty(qty / ref)
+        else:
+            quote_amount = qty * ref
+        if qty <= 0 or qty % inst.qty_step != 0 or qty < inst.min_order_qty:
+            return self._envelope(10001, f"Qty invalid: {p.get('qty')} (basePrecision {inst.qty_step}, "
+                                         f"min {inst.min_order_qty})"), None
+        if otype == "Limit" and (price <= 0 or price % inst.tick_size != 0):
+            return self._envelope(10001, f"params error: price invalid: {p.get('price')}"), None
+        if quote_amount < inst.min_notional:
+            return self._envelope(170140, "Order value exceeded lower limit."), None
+        if len(link) > 36:
+            return self._envelope(10001, "params error: orderLinkId is longer than 36 characters"), None
+        if link and link in acc.by_link:
+            return self._envelope(170141, "Duplicate clientOrderId."), None
+        base = self._base_coin(sym)
+        if (side == "Buy" and quote_amount > acc.wallet) or (side == "Sell" and qty > acc.coins.get(base, ZERO)):
+            return self._envelope(170131, "Insufficient balance."), None
+        t = self.time_ms()
+        o = XOrder(str(uuid.uuid4()), link, sym, side, otype, qty, price, False,
+                   str(p.get("timeInForce") or ("IOC" if otype == "Market" else "GTC")), t, updated=t,
+                   n=next(self._ids), category="spot")
+        err = self._submit(acc, o, partial=self._take_fault(("partial_fill",), None) is not None)
+        if err is not None:
+            return err, None
+        return self._envelope(0, "OK", {"orderId": o.order_id, "orderLinkId": link}), "rest.order.create"
+
+    def _base_coin(self, symbol: str) -> str:
+        return self.spot_records[symbol]["baseCoin"] if symbol in self.spot_records else symbol[:-4]
 
     def _available(self, acc: Account) -> Decimal:
         used = sum((abs(p.size) * p.avg / 10 for p in acc.positions.values()), ZERO)
         return acc.wallet - used
 
+    # ---- matching: the native paper engine (hean._native.PaperMatcher) ----------------------
+    def _matcher(self, acc: Account, category: str, symbol: str):
+        """The native matcher of one account's ``category``/``symbol`` (its own position and
+        orders, like an account's book on Bybit), quoting the current price."""
+        key = (acc.api_key, category, symbol)
+        m = self.matchers.get(key)
+        if m is None:
+            m = self.matchers[key] = matcher_for(self.inst(category, symbol))
+            self.matcher_seen[key] = 0
+            self.matcher_u[key] = 0
+            self._quote(key, m)
+        return key, m
+
+    def _quote(self, key: tuple, m, thin: tuple | None = None) -> None:
+        """Give the matcher a book at the last published close: best bid the close rounded
+        down to the tick, best ask one tick above, each 1,000,000 base coin deep (the candle
+        data has no depth). ``thin=(side, qty units)`` leaves only that much on the side a
+        ``side`` order takes (the ``partial_fill`` fault). ``on_book`` also re-checks resting
+        limit orders against the new prices (native ``recheck_resting``)."""
+        _, category, symbol = key
+        inst = self.inst(category, symbol)
+        bid = inst.round_price(self.last_price(symbol), "down")
+        ask = bid + inst.tick_size
+        deep = "1000000"
+        bq = aq = deep
+        if thin is not None:
+            q = dstr(Decimal(thin[1]).scaleb(-m.book.size_decimals))
+            if thin[0] == "Buy":
+                aq = q
+            else:
+                bq = q
+        self.matcher_u[key] += 1
+        u = self.matcher_u[key]
+        st = m.on_book(True, [(dstr(bid), bq)], [(dstr(ask), aq)], u, u, self.time_ms())
+        if st != "OK":
+            self.shape_errors.append(f"native matcher refused the quote {bid}/{ask} for {symbol}: {st}")
+
+    def _submit(self, acc: Account, o: XOrder, partial: bool = False) -> dict | None:
+        """Match ``o`` with the native engine; on success store it, publish it, book its fills
+        and return None, else return the matcher's reject envelope (nothing is stored)."""
+        key, m = self._matcher(acc, o.category, o.symbol)
+        pd, qd = m.book.price_decimals, m.book.size_decimals
+        qty_u = int(o.qty.scaleb(qd))
+        px_u = int(o.price.scaleb(pd)) if o.order_type == "Limit" else 0
+        tif = o.tif if o.tif in ("GTC", "IOC", "FOK", "PostOnly") else "GTC"
+        if partial:
+            self._quote(key, m, thin=(o.side, max(qty_u // 2, 1)))
+        try:
+            code, msg, _ = m.submit(o.n, o.side, o.order_type, qty_u, px_u, tif, o.reduce_only, self.time_ms())
+        finally:
+            if partial:
+                self.matcher_pending_requote.add(key)
+        if code:
+            self.matcher_seen[key] = len(m.fills())
+            return self._envelope(int(code), msg)
+        acc.orders[o.order_id] = o
+        acc.by_n[o.n] = o
+        if o.link:
+            acc.by_link[o.link] = o
+            self.order_creates[(acc.api_key, o.link)] += 1
+        self._push_order(acc, o)
+        self._collect(acc, key, m)
+        self._sync(acc, m, o)
+        if key in self.matcher_pending_requote:
+            self.matcher_pending_requote.discard(key)
+            self._requote(acc, key, m)
+        return None
+
+    def _collect(self, acc: Account, key: tuple, m) -> None:
+        """Book the matcher's new fills (prices/qty in its units, fee in 1e-8 USDT)."""
+        fills = m.fills()
+        new, self.matcher_seen[key] = fills[self.matcher_seen[key]:], len(fills)
+        pd, qd = m.book.price_decimals, m.book.size_decimals
+        for oid, _ts, _side, price, qty, fee_e8, liquidity in new:
+            o = acc.by_n[oid]
+            self._execute(acc, o, Decimal(qty).scaleb(-qd), Decimal(price).scaleb(-pd), liquidity == "maker",
+                          Decimal(fee_e8).scaleb(-8))
+
+    def _sync(self, acc: Account, m, o: XOrder) -> None:
+        """Take over the matcher's verdict on ``o`` (IOC/FOK/PostOnly remainders cancelled, a
+        reduce-only order left without a position): Bybit's Cancelled or PartiallyFilledCanceled."""
+        d = m.order(o.n)
+        if d is not None and d["status"] == "Cancelled" and o.status in ("New", "PartiallyFilled"):
+            o.status = "PartiallyFilledCanceled" if o.cum_qty > 0 else "Cancelled"
+            o.updated = self.time_ms()
+            self._push_order(acc, o)
+
+    def _requote(self, acc: Account, key: tuple, m) -> None:
+        self._quote(key, m)
+        self._collect(acc, key, m)
+        for o in list(acc.orders.values()):
+            if o.category == key[1] and o.symbol == key[2] and o.status in ("New", "PartiallyFilled"):
+                self._sync(acc, m, o)
+
     def _try_match(self, acc: Account, o: XOrder, partial: bool = False) -> None:
-        if o.status not in ("New", "PartiallyFilled"):
-            return
-        last = self.last_price(o.symbol)
-        inst = self.instruments[o.symbol]
-        if o.order_type == "Market":
-            px = inst.round_price(last, "up" if o.side == "Buy" else "down")
-            maker = False
-        elif (o.side == "Buy" and last <= o.price) or (o.side == "Sell" and last >= o.price):
-            px, maker = o.price, True
-        else:
-            return
-        qty = o.leaves
-        if o.reduce_only:
-            pos = acc.positions.get(o.symbol) or XPosition(o.symbol)
-            qty = min(qty, abs(pos.size))
-            if qty <= 0:
-                o.status, o.updated = "Cancelled", self.time_ms()
-                self._push_order(acc, o)
-                return
-        if partial and qty > inst.qty_step:
-            first = inst.round_qty(qty / 2)
-            first = max(first, inst.qty_step)
-            self._execute(acc, o, first, px, maker)
-            loop = self.loop
+        """(History seeding) submit an order built outside REST to the native matcher."""
+        err = self._submit(acc, o, partial)
+        if err is not None:
+            raise ValueError(f"test exchange: history order refused: {err['retMsg']}")
 
-            def rest():
-                with self.lock:
-                    self._execute(acc, o, o.leaves, px, maker)
-            if loop is not None:
-                loop.call_later(0.3, rest)
-            return
-        self._execute(acc, o, qty, px, maker)
-
-    def _execute(self, acc: Account, o: XOrder, qty: Decimal, px: Decimal, maker: bool) -> None:
+    def _execute(self, acc: Account, o: XOrder, qty: Decimal, px: Decimal, maker: bool, fee: Decimal) -> None:
+        """Book one fill of the native matcher on the account (position, wallet, order) and
+        publish execution, order, position and wallet frames. ``fee`` in USDT (the matcher's)."""
         if qty <= 0 or o.status not in ("New", "PartiallyFilled"):
             return
+        if o.category == "spot":
+            return self._execute_spot(acc, o, qty, px, maker)
         rate = FEES["linear"][1 if maker else 0]
         value = qty * px
-        fee = (value * rate).quantize(Decimal("0.00000001"))
         pos = acc.positions.setdefault(o.symbol, XPosition(o.symbol, created=self.time_ms()))
         signed = qty if o.side == "Buy" else -qty
         closed = ZERO
@@ -625,11 +776,45 @@ class BybitTestExchange:
               "execFee": dstr(fee), "feeRate": dstr(rate), "isMaker": maker, "execTime": str(o.updated),
               "orderType": o.order_type, "orderQty": dstr(o.qty), "orderPrice": dstr(o.price if o.price else px),
               "leavesQty": dstr(o.qty - o.cum_qty), "closedSize": dstr(closed), "markPrice": dstr(self.last_price(o.symbol)),
-              "execPnl": dstr(pnl), "seq": next(self._seq)}
+              "execPnl": dstr(pnl), "seq": next(self._seq), "category": "linear", "feeCurrency": "USDT"}
         acc.executions.append(ex)
         self._push_private(acc, "execution", self._ws_execution(ex))
         self._push_order(acc, o)
         self._push_private(acc, "position", self._ws_position(pos))
+        self._push_private(acc, "wallet", self._ws_wallet(acc))
+
+    def _execute_spot(self, acc: Account, o: XOrder, qty: Decimal, px: Decimal, maker: bool) -> None:
+        """A spot fill: the fee is charged in the coin received (base coin on a Buy, to 8
+        decimals - finer than ``basePrecision``, so a holding can end in unsellable dust;
+        USDT on a Sell), balances move, there is no position."""
+        rate = FEES["spot"][1 if maker else 0]
+        value = qty * px
+        base = self._base_coin(o.symbol)
+        if o.side == "Buy":
+            fee = (qty * rate).quantize(Decimal("0.00000001"), rounding="ROUND_HALF_UP")
+            fee_ccy = base
+            acc.coins[base] = acc.coins.get(base, ZERO) + qty - fee
+            acc.wallet -= value
+            fee_usdt = fee * px
+        else:
+            fee = (value * rate).quantize(Decimal("0.00000001"))
+            fee_ccy, fee_usdt = "USDT", fee
+            acc.coins[base] = acc.coins.get(base, ZERO) - qty
+            acc.wallet += value - fee
+        o.cum_qty += qty
+        o.cum_value += value
+        o.cum_fee += fee_usdt
+        o.status = "Filled" if o.cum_qty >= o.qty else "PartiallyFilled"
+        o.updated = self.time_ms()
+        ex = {"execId": str(uuid.uuid4()), "orderId": o.order_id, "orderLinkId": o.link, "symbol": o.symbol,
+              "side": o.side, "execPrice": dstr(px), "execQty": dstr(qty), "execValue": dstr(value),
+              "execFee": dstr(fee), "feeRate": dstr(rate), "isMaker": maker, "execTime": str(o.updated),
+              "orderType": o.order_type, "orderQty": dstr(o.qty), "orderPrice": dstr(o.price if o.price else px),
+              "leavesQty": dstr(o.qty - o.cum_qty), "closedSize": "", "markPrice": dstr(self.last_price(o.symbol)),
+              "execPnl": "0", "seq": next(self._seq), "category": "spot", "feeCurrency": fee_ccy}
+        acc.executions.append(ex)
+        self._push_private(acc, "execution", self._ws_execution(ex))
+        self._push_order(acc, o)
         self._push_private(acc, "wallet", self._ws_wallet(acc))
 
     def _order_values(self, o: XOrder) -> dict:
@@ -646,61 +831,141 @@ class BybitTestExchange:
     def _set_dcp(self, p, acc: Account):
         """Disconnection Protect (https://bybit-exchange.github.io/docs/v5/order/dcp):
         all open orders are cancelled when the account's private WebSocket stays
-        disconnected longer than ``timeWindow`` seconds (10..300)."""
+        disconnected longer than ``timeWindow`` seconds (3..300)."""
         try:
             window = int(p.get("timeWindow"))
         except (TypeError, ValueError):
             return self._envelope(10001, "params error: timeWindow must be an integer"), None
-        if not 10 <= window <= 300:
-            return self._envelope(10001, "params error: timeWindow must be 10..300"), None
+        if not 3 <= window <= 300:
+            return self._envelope(10001, "params error: timeWindow must be 3..300"), None
+        if p.get("product", "OPTIONS") not in ("OPTIONS", "DERIVATIVES", "SPOT"):
+            return self._envelope(10001, "params error: product must be OPTIONS, DERIVATIVES or SPOT"), None
         if not acc.dcp_allowed:
             return self._envelope(10005, "Permission denied, please check your API key permissions."), None
         acc.dcp_window_s = window
+        acc.dcp_product = p.get("product", "OPTIONS")
         return self._envelope(0, "OK"), "rest.envelope"
+
+    def _dcp_alive(self, acc: Account) -> bool:
+        """Is any private connection of ``acc`` subscribed to a ``dcp.*`` topic? DCP fires only
+        when all of them are gone (https://bybit-exchange.github.io/docs/v5/websocket/private/dcp)."""
+        return any(t.startswith("dcp.") for w in acc.private_ws for t in self.subs.get(w, ()))
 
     async def _dcp_watch(self, acc: Account) -> None:
         await asyncio.sleep(acc.dcp_window_s * self.dcp_time_scale)
         with self.lock:
-            if acc.private_ws:
-                return  # reconnected in time
+            if self._dcp_alive(acc):
+                return  # reconnected (and subscribed to dcp) in time
+            category = {"DERIVATIVES": "linear", "SPOT": "spot"}.get(acc.dcp_product)
             for o in acc.orders.values():
-                if o.status in ("New", "PartiallyFilled"):
+                if o.status in ("New", "PartiallyFilled") and o.category == category:
+                    self._native_cancel(acc, o)
                     o.status, o.updated, o.reject_reason = "Cancelled", self.time_ms(), "EC_NoError"
                     acc.dcp_cancelled += 1
+
+    def _native_cancel(self, acc: Account, o: XOrder) -> None:
+        m = self.matchers.get((acc.api_key, o.category, o.symbol))
+        if m is not None:
+            m.cancel(o.n)
 
     def _order_cancel(self, p, acc: Account):
         o = acc.orders.get(p.get("orderId") or "") or acc.by_link.get(p.get("orderLinkId") or "")
         if o is None or o.status not in ("New", "PartiallyFilled"):
             return self._envelope(110001, "order not exists or too late to cancel"), None
+        self._native_cancel(acc, o)
         o.status, o.updated = "Cancelled", self.time_ms()
         self._push_order(acc, o)
         return self._envelope(0, "OK", {"orderId": o.order_id, "orderLinkId": o.link}), "rest.order.cancel"
 
+    @staticmethod
+    def _page(items: list, p: dict, key, default: int, maximum: int):
+        """Bybit's cursor paging over ``items`` (newest first, ``key(item)`` strictly
+        decreasing): ``limit`` in 1..``maximum`` (default ``default``), ``cursor`` = the
+        previous answer's ``nextPageCursor``. The cursor names the key of the last row
+        returned (``"<key>:<page>,<key>:<page>"``, URL-encoded like Bybit's
+        ``"132766%3A2%2C132766%3A2"``), so rows added between pages neither repeat nor
+        shift the next page. Returns ``(page, nextPageCursor)`` ("" on the last page) or
+        ``None`` for a bad ``limit``/``cursor`` (the caller answers 10001)."""
+        try:
+            limit = int(p.get("limit") or default)
+        except ValueError:
+            return None
+        if not 1 <= limit <= maximum:
+            return None
+        after, page_no = None, 1
+        if p.get("cursor"):
+            try:
+                first = p["cursor"].split(",")[0]
+                after, page_no = int(first.split(":")[0]), int(first.split(":")[1]) + 1
+            except (ValueError, IndexError):
+                return None
+        rest = [it for it in items if after is None or key(it) < after]
+        page = rest[:limit]
+        cursor = ""
+        if len(rest) > limit:
+            k = f"{key(page[-1])}:{page_no}"
+            cursor = quote(f"{k},{k}", safe="")
+        return page, cursor
+
+    def _order_list(self, kind: str, orders: list, p: dict, default: int, maximum: int):
+        paged = self._page(sorted(orders, key=lambda o: -o.n), p, lambda o: o.n, default, maximum)
+        if paged is None:
+            return self._envelope(10001, f"params error: limit must be 1..{maximum} and cursor a nextPageCursor"), None
+        page, cursor = paged
+        tmpl = self.shapes.template(kind, "result", "list", 0)
+        lst = []
+        for o in page:
+            v = {k: val for k, val in self._order_values(o).items() if k in tmpl}
+            lst.append(fill(json.loads(json.dumps(tmpl)), v))
+        return self._envelope(0, "OK", {"list": lst, "nextPageCursor": cursor, "category": p["category"]}), kind
+
     def _order_realtime(self, p, acc: Account):
-        if p.get("category") != "linear":
-            return self._envelope(10001, "params error: category must be linear"), None
+        """GET /v5/order/realtime: with ``openOnly=0`` (the default) open orders only, also
+        when queried by orderId/orderLinkId (https://bybit-exchange.github.io/docs/v5/order/open-order);
+        ``limit`` 1..50 (default 20), cursor paging."""
+        if p.get("category") not in self.categories:
+            return self._envelope(10001, "params error: category"), None
+        orders = [o for o in self._select_orders(acc, p) if o.status in ("New", "PartiallyFilled")]
+        return self._order_list("rest.order.realtime", orders, p, 20, 50)
+
+    def _order_history(self, p, acc: Account):
+        """GET /v5/order/history: finished orders (Filled, Cancelled, Rejected,
+        PartiallyFilledCanceled) newest first (https://bybit-exchange.github.io/docs/v5/order/order-list);
+        ``limit`` 1..50 (default 20), cursor paging, ``startTime`` in ms."""
+        if p.get("category") not in self.categories:
+            return self._envelope(10001, "params error: category"), None
+        orders = [o for o in self._select_orders(acc, p) if o.status not in ("New", "PartiallyFilled")
+                  and (not p.get("startTime") or o.created >= int(p["startTime"]))]
+        body, kind = self._order_list("rest.order.history", orders, p, 20, 50)
+        if kind:
+            body["result"].pop("category")  # the documented history answer has no category
+        return body, kind
+
+    def _select_orders(self, acc: Account, p: dict) -> list:
         if p.get("orderId") or p.get("orderLinkId"):
             o = acc.orders.get(p.get("orderId") or "") or acc.by_link.get(p.get("orderLinkId") or "")
-            orders = [o] if o is not None else []
-        else:
-            orders = [o for o in acc.orders.values() if o.status in ("New", "PartiallyFilled")
-                      and (not p.get("symbol") or o.symbol == p["symbol"])]
-        tmpl = self.shapes.template("rest.order.realtime", "result", "list", 0)
-        lst = [fill(json.loads(json.dumps(tmpl)), self._order_values(o)) for o in orders]
-        return self._envelope(0, "OK", {"list": lst, "nextPageCursor": "", "category": "linear"}), "rest.order.realtime"
+            return [o] if o is not None and o.category == p["category"] else []
+        return [o for o in acc.orders.values() if o.category == p["category"]
+                and (not p.get("symbol") or o.symbol == p["symbol"])]
 
     def _execution_list(self, p, acc: Account):
-        exs = [e for e in acc.executions if (not p.get("symbol") or e["symbol"] == p["symbol"])
+        """GET /v5/execution/list, newest first, ``limit`` 1..100 (default 50), cursor paging
+        (https://bybit-exchange.github.io/docs/v5/order/execution)."""
+        cat = p.get("category")
+        exs = [e for e in acc.executions if e["category"] == cat and (not p.get("symbol") or e["symbol"] == p["symbol"])
                and (not p.get("orderLinkId") or e["orderLinkId"] == p["orderLinkId"])
                and (not p.get("startTime") or int(e["execTime"]) >= int(p["startTime"]))]
-        exs = list(reversed(exs))[:min(int(p.get("limit", 50)), 100)]
+        paged = self._page(list(reversed(exs)), p, lambda e: e["seq"], 50, 100)
+        if paged is None:
+            return self._envelope(10001, "params error: limit must be 1..100 and cursor a nextPageCursor"), None
+        page, cursor = paged
         tmpl = self.shapes.template("rest.execution.list", "result", "list", 0)
         lst = []
-        for e in exs:
+        for e in page:
             v = {k: e[k] for k in e if k in tmpl}
-            v.update({"stopOrderType": "UNKNOWN", "execType": "Trade", "feeCurrency": "USDT"})
+            v.update({"stopOrderType": "UNKNOWN", "execType": "Trade"})
             lst.append(fill(dict(tmpl), v))
-        return self._envelope(0, "OK", {"nextPageCursor": "", "category": "linear", "list": lst}), "rest.execution.list"
+        return self._envelope(0, "OK", {"nextPageCursor": cursor, "category": cat, "list": lst}), "rest.execution.list"
 
     def _position_values(self, pos: XPosition) -> dict:
         mark = self.last_price(pos.symbol) if pos.symbol in self.bars else pos.avg
@@ -727,9 +992,19 @@ class BybitTestExchange:
             lst.append(fill(dict(tmpl), v))
         return self._envelope(0, "OK", {"list": lst, "nextPageCursor": "", "category": "linear"}), "rest.position.list"
 
+    def _spot_coins(self, acc: Account) -> list[dict]:
+        """Wallet ``coin`` entries of the spot base coins held (valued at the last close)."""
+        out = []
+        for coin, bal in sorted(acc.coins.items()):
+            sym = coin + "USDT"
+            usd = bal * self.last_price(sym) if sym in self.bars else ZERO
+            out.append({"coin": coin, "equity": dstr(bal), "usdValue": dstr(usd), "walletBalance": dstr(bal),
+                        "unrealisedPnl": "0", "cumRealisedPnl": "0", "locked": "0"})
+        return out
+
     def _wallet_values(self, acc: Account) -> tuple[dict, dict]:
         upl = sum(((self.last_price(x.symbol) - x.avg) * x.size for x in acc.positions.values() if x.size), ZERO)
-        eq = acc.wallet + upl
+        eq = acc.wallet + upl + sum((Decimal(c["usdValue"]) for c in self._spot_coins(acc)), ZERO)
         top = {"totalEquity": dstr(eq), "totalWalletBalance": dstr(acc.wallet), "totalMarginBalance": dstr(eq),
                "totalAvailableBalance": dstr(self._available(acc)), "totalPerpUPL": dstr(upl), "accountType": "UNIFIED"}
         coin = {"coin": "USDT", "equity": dstr(eq), "usdValue": dstr(eq), "walletBalance": dstr(acc.wallet),
@@ -743,22 +1018,22 @@ class BybitTestExchange:
         item = self.shapes.template("rest.wallet", "result", "list", 0)
         top, coin = self._wallet_values(acc)
         fill(item, top)
-        item["coin"] = [fill(item["coin"][0], coin)]
+        item["coin"] = [fill(json.loads(json.dumps(item["coin"][0])), c) for c in [coin] + self._spot_coins(acc)]
         return self._envelope(0, "OK", {"list": [item]}), "rest.wallet"
 
     # ---- private WebSocket ----------------------------------------------------------
     def _ws_execution(self, ex: dict) -> dict:
         d = self.shapes.template("ws.execution", "data", 0)
         v = {k: ex[k] for k in ex if k in d}
-        v.update({"category": "linear", "execType": "Trade", "stopOrderType": "UNKNOWN", "isLeverage": "0",
-                  "createType": "CreateByUser", "extraFees": [], "feeCurrency": "USDT"})
+        v.update({"execType": "Trade", "stopOrderType": "UNKNOWN", "isLeverage": "0",
+                  "createType": "CreateByUser", "extraFees": []})
         fill(d, v)
         return {"topic": "execution", "id": f"{uuid.uuid4()}", "creationTime": self.time_ms(), "data": [d]}
 
     def _ws_position(self, pos: XPosition) -> dict:
         d = self.shapes.template("ws.position", "data", 0)
         v = self._position_values(pos)
-        v.update({"entryPrice": dstr(pos.avg), "category": "linear"})
+        v.update({"entryPrice": dstr(pos.avg), "category": "linear"})  # positions exist on linear only
         fill(d, v)
         return {"id": str(uuid.uuid4()), "topic": "position", "creationTime": self.time_ms(), "data": [d]}
 
@@ -766,13 +1041,13 @@ class BybitTestExchange:
         d = self.shapes.template("ws.wallet", "data", 0)
         top, coin = self._wallet_values(acc)
         fill(d, top)
-        d["coin"] = [fill(d["coin"][0], coin)]
+        d["coin"] = [fill(json.loads(json.dumps(d["coin"][0])), c) for c in [coin] + self._spot_coins(acc)]
         return {"id": str(uuid.uuid4()), "topic": "wallet", "creationTime": self.time_ms(), "data": [d]}
 
     def _push_order(self, acc: Account, o: XOrder) -> None:
         d = self.shapes.template("ws.order", "data", 0)
         v = {k: val for k, val in self._order_values(o).items() if k in d}
-        v.update({"category": "linear", "closedPnl": dstr(o.closed_pnl), "feeCurrency": "USDT"})
+        v.update({"category": o.category, "closedPnl": dstr(o.closed_pnl), "feeCurrency": "USDT"})
         fill(d, v)
         self._push_private(acc, "order", {"id": str(uuid.uuid4()), "topic": "order",
                                            "creationTime": self.time_ms(), "data": [d]})
@@ -796,7 +1071,7 @@ class BybitTestExchange:
             self.shape_errors.append(f"{kind}: {e}")
             raise
 
-    async def _ws_common(self, request, private: bool):
+    async def _ws_common(self, request, private: bool, channel: str = "linear"):
         ws = web.WebSocketResponse(autoping=True)
         await ws.prepare(request)
         conn = str(uuid.uuid4())
@@ -814,7 +1089,11 @@ class BybitTestExchange:
                 except ValueError:
                     continue
                 op = req.get("op")
-                if op == "ping":
+                if op == "ping" and channel == "spot":
+                    frame = {"success": True, "ret_msg": "pong", "conn_id": conn, "op": "ping"}
+                    self._check("ws.pong.spot", frame)
+                    await ws.send_str(json.dumps(frame))
+                elif op == "ping":
                     frame = {"success": True, "ret_msg": "pong", "conn_id": conn, "req_id": str(req.get("req_id", "")),
                              "op": "ping"}
                     self._check("ws.pong", frame)
@@ -837,7 +1116,7 @@ class BybitTestExchange:
                     await ws.send_str(json.dumps(frame))
                 elif op == "subscribe":
                     topics = list(req.get("args") or [])
-                    bad = [t for t in topics if not self._topic_ok(t, private, acc)]
+                    bad = [t for t in topics if not self._topic_ok(t, private, acc, channel)]
                     if bad:
                         frame = {"success": False, "ret_msg": f"Invalid topic: {bad[0]}", "conn_id": conn,
                                  "op": "subscribe"}
@@ -848,6 +1127,10 @@ class BybitTestExchange:
                     if private:
                         frame = {"success": True, "ret_msg": "", "op": "subscribe", "conn_id": conn}
                         self._check("ws.subscribe.private", frame)
+                    elif channel == "spot":
+                        frame = {"success": True, "ret_msg": "subscribe", "conn_id": conn,
+                                 "req_id": str(req.get("req_id", "")), "op": "subscribe"}
+                        self._check("ws.subscribe.public.spot", frame)
                     else:
                         frame = {"success": True, "ret_msg": "", "conn_id": conn,
                                  "req_id": str(req.get("req_id", "")), "op": "subscribe"}
@@ -860,25 +1143,33 @@ class BybitTestExchange:
             self.public_ws.discard(ws)
             if acc is not None:
                 acc.private_ws.discard(ws)
-                if acc.dcp_window_s and not acc.private_ws:
+                had_dcp = any(t.startswith("dcp.") for t in self.subs.get(ws, ()))
+                if acc.dcp_window_s and had_dcp and not self._dcp_alive(acc):
                     asyncio.get_running_loop().create_task(self._dcp_watch(acc))
             self.subs.pop(ws, None)
         return ws
 
-    def _topic_ok(self, t: str, private: bool, acc) -> bool:
+    def _topic_ok(self, t: str, private: bool, acc, channel: str = "linear") -> bool:
         if private:
-            return acc is not None and t in ("order", "execution", "position", "wallet")
+            return acc is not None and t in ("order", "execution", "position", "wallet", "dcp.future", "dcp.spot",
+                                             "dcp.option")
         parts = t.split(".")
         if parts[0] == "kline" and len(parts) == 3:
             return parts[1] == "1" and parts[2] in self.bars
         if parts[0] == "orderbook" and len(parts) == 3:
-            return parts[1] in ("1", "50", "200", "500") and parts[2] in self.books
+            # https://bybit-exchange.github.io/docs/v5/websocket/public/orderbook: depths per category
+            depths = ("1", "50", "200", "1000")  # linear and spot alike
+            return parts[1] in depths and parts[2] in self.books
         if parts[0] in ("publicTrade", "tickers") and len(parts) == 2:
             return parts[1] in self.books
         return False
 
     async def _ws_public(self, request):
         return await self._ws_common(request, False)
+
+    async def _ws_public_spot(self, request):
+        """``/v5/public/spot``: the spot acks and pongs, the same replayed frames as linear."""
+        return await self._ws_common(request, False, "spot")
 
     async def _ws_private(self, request):
         return await self._ws_common(request, True)
@@ -981,10 +1272,9 @@ class BybitTestExchange:
                                 continue
                             bar = self.bars[sym][self.cursor[sym]]
                             self.cursor[sym] += 1
-                            for acc in self.accounts.values():
-                                for o in list(acc.orders.values()):
-                                    if o.symbol == sym and o.order_type == "Limit":
-                                        self._try_match(acc, o)
+                            for key, m in list(self.matchers.items()):
+                                if key[2] == sym:  # the new close: requote, resting orders may fill
+                                    self._requote(self.accounts[key[0]], key, m)
                             if stale:
                                 continue
                             frame = {"topic": f"kline.1.{sym}", "data": [{

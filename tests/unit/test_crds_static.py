@@ -250,6 +250,14 @@ CEL_MIRRORS: dict[str, CelMirror] = {
     "self.highPercentile < self.extremePercentile":
         lambda s: "highPercentile" not in s or "extremePercentile" not in s
         or s["highPercentile"] < s["extremePercentile"],
+    "!has(self.bybit) || (has(self.marketData) && has(self.marketData.source) && "
+    "self.marketData.source == 'live')":
+        lambda s: "bybit" not in s or (s.get("marketData") or {}).get("source") == "live",
+    "!has(self.bybit) || !has(self.bybit.deadManSwitchSeconds) || "
+    "self.bybit.deadManSwitchSeconds == 0 || (has(self.mode) && self.mode != 'paper')":
+        lambda s: not (s.get("bybit") or {}).get("deadManSwitchSeconds") or s.get("mode", "paper") != "paper",
+    "self.deadManSwitchSeconds == 0 || (self.deadManSwitchSeconds >= 3 && self.deadManSwitchSeconds <= 300)":
+        lambda s: s["deadManSwitchSeconds"] == 0 or 3 <= s["deadManSwitchSeconds"] <= 300,
     "has(self.expiresAt) != has(self.ttlSeconds)":
         lambda s: ("expiresAt" in s) != ("ttlSeconds" in s),
     "(self.operator in ['In', 'NotIn']) == (has(self.values) && size(self.values) > 0)":

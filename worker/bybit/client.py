@@ -52,6 +52,7 @@ REJECT_LABELS = {
     110094: "BELOW_MIN_NOTIONAL",
     170140: "BELOW_MIN_NOTIONAL",
     170141: "DUPLICATE_ORDER_LINK_ID",
+    170131: "INSUFFICIENT_BALANCE",
 }
 ORDER_METHODS = {"place_order", "cancel_order", "amend_order", "cancel_all_orders"}
 
@@ -241,28 +242,71 @@ class BybitClient:
 
     def place_order(self, category: str, symbol: str, side: str, qty: str, order_link_id: str,
                     order_type: str = "Market", price: str | None = None, reduce_only: bool = False,
-                    time_in_force: str | None = None) -> dict:
+                    time_in_force: str | None = None, market_unit: str | None = None) -> dict:
         """Create an order; returns ``{orderId, orderLinkId}`` only (the state comes from the
         private stream or :meth:`order_by_link`). ``qty``/``price`` are decimal strings already
-        rounded to the instrument's qty step / tick. Raises the BybitError subclass for the
+        rounded to the instrument's qty step / tick. ``market_unit`` (spot only: ``baseCoin`` or
+        ``quoteCoin``) says what a spot Market order's ``qty`` counts; Bybit's default for a spot
+        Market Buy is ``quoteCoin`` (USDT), so HEAN always sends ``baseCoin``. ``reduce_only`` does
+        not exist on spot (the caller never sets it there). Raises the BybitError subclass for the
         retCode (see :func:`reject_label`). POST /v5/order/create (https://bybit-exchange.github.io/docs/v5/order/create-order).
         """
         return self.call("place_order", category=category, symbol=symbol, side=side, orderType=order_type,
                          qty=qty, price=price, orderLinkId=order_link_id, reduceOnly=reduce_only or None,
-                         timeInForce=time_in_force)
+                         timeInForce=time_in_force, marketUnit=market_unit)
+
+    def paged(self, method: str, limit: int, max_pages: int = 50, **params) -> list[dict]:
+        """All rows of a cursor-paged list endpoint: ``method`` is called with ``limit`` and the
+        previous answer's ``nextPageCursor`` as ``cursor`` until the cursor is empty, a page is
+        empty or a cursor repeats (Bybit may hand out a cursor on the last page), at most
+        ``max_pages`` pages (then ``errors["pages_truncated"]`` is counted and a warning logged).
+        The cursor is passed back exactly as received: Bybit sends it URL-encoded
+        (``"132766%3A2%2C132766%3A2"``) and pybit puts query values into the URL unencoded.
+        Cursor paging: https://bybit-exchange.github.io/docs/v5/order/execution (``cursor``,
+        ``limit``, ``nextPageCursor``), the same for /v5/order/realtime and /v5/order/history.
+        Raises what :meth:`call` raises.
+        """
+        rows: list[dict] = []
+        cursor, seen = None, set()
+        for _ in range(max_pages):
+            res = self.call(method, limit=limit, cursor=cursor, **params)
+            page = res.get("list") or []
+            rows.extend(page)
+            cursor = res.get("nextPageCursor") or ""
+            if not page or not cursor or cursor in seen:
+                return rows
+            seen.add(cursor)
+            self.errors["pages_followed"] += 1
+        self.errors["pages_truncated"] += 1
+        log.warning("%s: stopped after %d pages of %d rows (more remain)", method, max_pages, limit)
+        return rows
 
     def order_by_link(self, category: str, order_link_id: str) -> dict | None:
-        """The order with this ``orderLinkId`` (open or recently closed), or None if the exchange
-        does not know it: how a timed-out create is resolved without a second order.
-        GET /v5/order/realtime (https://bybit-exchange.github.io/docs/v5/order/open-order).
+        """The order with this ``orderLinkId`` (open or closed), or None if the exchange does
+        not know it: how a timed-out create is resolved without a second order. Open orders
+        come from GET /v5/order/realtime (``openOnly=0`` lists open orders only,
+        https://bybit-exchange.github.io/docs/v5/order/open-order), finished ones (a market
+        order is usually filled before the answer) from GET /v5/order/history
+        (https://bybit-exchange.github.io/docs/v5/order/order-list).
         """
-        lst = self.call("get_open_orders", category=category, orderLinkId=order_link_id).get("list", [])
+        lst = self.call("get_open_orders", category=category, orderLinkId=order_link_id, openOnly=0).get("list", [])
+        if not lst:
+            lst = self.call("get_order_history", category=category, orderLinkId=order_link_id).get("list", [])
         return lst[0] if lst else None
 
     def open_orders(self, category: str, symbol: str | None = None) -> list[dict]:
-        """Open orders of ``symbol`` (all USDT-settled ones if None). GET /v5/order/realtime."""
-        kw = {"symbol": symbol} if symbol else {"settleCoin": "USDT"}
-        return self.call("get_open_orders", category=category, openOnly=0, **kw).get("list", [])
+        """Every open order of ``symbol`` (all USDT-settled ones if None; spot: all), following
+        ``nextPageCursor`` 50 rows a page (the endpoint's maximum). GET /v5/order/realtime."""
+        kw = {"symbol": symbol} if symbol else {} if category == "spot" else {"settleCoin": "USDT"}
+        return self.paged("get_open_orders", 50, category=category, openOnly=0, **kw)
+
+    def order_history(self, category: str, symbol: str | None = None, start_ms: int | None = None,
+                      max_pages: int = 20) -> list[dict]:
+        """Finished orders (newest first) of ``symbol`` since ``start_ms`` (epoch ms; Bybit
+        keeps a 7-day window), 50 a page, at most ``max_pages`` pages.
+        GET /v5/order/history (https://bybit-exchange.github.io/docs/v5/order/order-list).
+        """
+        return self.paged("get_order_history", 50, max_pages, category=category, symbol=symbol, startTime=start_ms)
 
     def positions(self, category: str, symbol: str | None = None) -> list[dict]:
         """Positions of ``symbol`` (all USDT-settled ones if None); sizes are decimal strings.
@@ -272,12 +316,14 @@ class BybitClient:
         return self.call("get_positions", category=category, **kw).get("list", [])
 
     def executions(self, category: str, symbol: str | None = None, start_ms: int | None = None,
-                   limit: int = 100) -> list[dict]:
-        """Up to ``limit`` (max 100, one page: no cursor paging yet) executions since
-        ``start_ms`` (epoch ms). GET /v5/execution/list (https://bybit-exchange.github.io/docs/v5/order/execution).
+                   limit: int = 100, max_pages: int = 50) -> list[dict]:
+        """Every execution (newest first) of ``symbol`` since ``start_ms`` (epoch ms; Bybit
+        answers at most 7 days from it), ``limit`` (1..100) a page, following
+        ``nextPageCursor`` for at most ``max_pages`` pages (see :meth:`paged`).
+        GET /v5/execution/list (https://bybit-exchange.github.io/docs/v5/order/execution).
         """
-        return self.call("get_executions", category=category, symbol=symbol, startTime=start_ms,
-                         limit=limit).get("list", [])
+        return self.paged("get_executions", limit, max_pages, category=category, symbol=symbol,
+                          startTime=start_ms)
 
     def wallet(self) -> dict:
         """The UNIFIED account's wallet entry (``totalEquity`` etc. as decimal strings), {} if none.

@@ -16,6 +16,11 @@ place a second order:
   ``/v5/execution/list`` is the fallback at reconciliation) and are booked exactly
   once, keyed by ``execId``.
 
+Every list read (executions, open orders, order history) follows Bybit's
+``nextPageCursor`` (:meth:`BybitClient.paged`). Spot (``category: spot``): no
+``reduceOnly``, ``marketUnit: baseCoin``, fees in the coin received, holdings from the
+wallet, sub-step dust written off (docs/bybit.md).
+
 Rejections (10001, 10003, 10004, 110007, ...) fail fast: the engine's pending slot is
 released, the reject is counted under a bounded label and logged once.
 
@@ -104,16 +109,45 @@ class ExchangeExecution:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
+    def _spot_sell_qty(self, tr: Tracked) -> Decimal:
+        """The qty a spot Sell can send: rounded down to the qty step (``basePrecision``).
+        A Buy's fee is charged in base coin with more decimals than the step, so an exit of
+        the whole holding leaves dust below the step that no order can sell; it is written
+        off in the ledger (a zero-fee ``SPOT_DUST`` fill at the mark price, counted and
+        logged) so the position can close; the coins stay in the wallet (reconciliation
+        accepts coins beyond the ledger's)."""
+        order = tr.order
+        st = self.engine.symbols[order.symbol]
+        send = st.instrument.round_qty(order.qty)
+        held = self.engine.ledger.position(order.symbol).size
+        dust = min(order.qty - send, held)
+        if order.reduce_only and dust > 0:
+            price = st.mark or self.engine.ledger.position(order.symbol).entry_price
+            fill = Fill(f"dust-{order.order_link_id}", order.order_link_id, order.symbol, "Sell", dust, price, ZERO,
+                        self.engine.now_ms, "taker", "SPOT_DUST")
+            self.engine.on_exchange_fill(fill, False)
+            self.counters["spot_dust_written_off"] += 1
+            log.warning("spot %s: %s base coin below the qty step %s cannot be sold; written off in the ledger",
+                        order.symbol, dust, st.instrument.qty_step)
+        return send
+
     async def _send(self, order: Order) -> None:
         tr = self.orders[order.order_link_id]
         link = order.order_link_id
         resubmits = 0
+        qty = order.qty
+        if self.category == "spot" and order.side == "Sell":
+            qty = self._spot_sell_qty(tr)
+            if qty <= 0:
+                self._reject(tr, "EXCHANGE_SPOT_DUST")
+                return
+        spot = self.category == "spot"  # no reduce-only on spot; a Market qty in base coin
         while True:
             t0 = time.monotonic()
             try:
                 res = await asyncio.to_thread(
-                    self.client.place_order, self.category, order.symbol, order.side, str(order.qty), link,
-                    "Market", None, order.reduce_only)
+                    self.client.place_order, self.category, order.symbol, order.side, str(qty), link,
+                    "Market", None, order.reduce_only and not spot, None, "baseCoin" if spot else None)
                 tr.order_id = res.get("orderId", "")
                 if tr.state == "sending":
                     tr.state = "open"
@@ -228,9 +262,16 @@ class ExchangeExecution:
             self.counters["executions_foreign_ignored"] += 1
             return False
         tr = self.orders.get(link)
-        fill = Fill(exec_id, link, symbol, item["side"], Decimal(item["execQty"]), Decimal(item["execPrice"]),
-                    Decimal(item["execFee"]), int(item["execTime"]), "maker" if item.get("isMaker") else "taker",
-                    tr.order.reason if tr else "EXCHANGE")
+        qty, price, fee = Decimal(item["execQty"]), Decimal(item["execPrice"]), Decimal(item["execFee"])
+        fee_ccy = item.get("feeCurrency") or "USDT"
+        if self.category == "spot" and fee_ccy not in ("USDT", "USDC"):
+            # Spot fees are charged in the coin received: a Buy's fee is base coin. Book the
+            # base coin actually received and the fee's value in USDT, so the ledger's
+            # position is the wallet's holding and its cash is what was paid (qty * price).
+            qty, fee = qty - fee, fee * price  # exact: qty * price is what was paid
+            self.counters["spot_fees_in_base_coin"] += 1
+        fill = Fill(exec_id, link, symbol, item["side"], qty, price, fee, int(item["execTime"]),
+                    "maker" if item.get("isMaker") else "taker", tr.order.reason if tr else "EXCHANGE")
         done = Decimal(item.get("leavesQty") or 0) == 0
         try:
             self.engine.on_exchange_fill(fill, done)
@@ -259,6 +300,23 @@ class ExchangeExecution:
         return new
 
     # ---- reconciliation ----------------------------------------------------------------
+    def _positions(self) -> list[dict]:
+        """The exchange's positions as ``/v5/position/list`` rows (``symbol``, ``side``,
+        ``size``, ``avgPrice``). Spot has no positions (the endpoint serves linear/inverse/
+        option only): a spot holding is the base coin's ``walletBalance`` in
+        ``/v5/account/wallet-balance`` (https://bybit-exchange.github.io/docs/v5/account/wallet-balance),
+        reported as a long of that size. Blocking (runs in a thread)."""
+        if self.category != "spot":
+            return self.client.positions(self.category)
+        coins = {c.get("coin"): c for c in (self.client.wallet().get("coin") or [])}
+        rows = []
+        for sym in self.engine.symbols:
+            base = sym[:-4] if sym.endswith(("USDT", "USDC")) else sym
+            held = Decimal((coins.get(base) or {}).get("walletBalance") or 0)
+            if held > 0:
+                rows.append({"symbol": sym, "side": "Buy", "size": str(held), "avgPrice": ""})
+        return rows
+
     async def reconcile(self) -> dict:
         """Compare with the exchange and repair toward it; returns what was repaired.
         Raises the client's errors if the exchange cannot be read (the caller blocks
@@ -269,7 +327,7 @@ class ExchangeExecution:
         # Positions first: every fill inside them is also in the execution list read
         # next, so booking missed fills before comparing cannot double count.
         t_pos = int(time.time() * 1000) + self.client.http.offset_ms
-        positions = await asyncio.to_thread(self.client.positions, self.category)
+        positions = await asyncio.to_thread(self._positions)
         # 1. executions we never booked (missed WebSocket frames, a restart)
         report["missedFills"] = await self._fetch_executions(start_ms=max(start, now_ms - self.window_ms))
         # 2. orders
@@ -308,6 +366,8 @@ class ExchangeExecution:
             size = Decimal(p["size"]) if p and p.get("size") else ZERO
             exch = size if (p or {}).get("side") == "Buy" else -size if (p or {}).get("side") == "Sell" else ZERO
             mine = self.engine.ledger.position(sym).size
+            if self.category == "spot" and exch >= mine:
+                continue  # coins beyond the ledger's are not this strategy's (another holder of the account)
             if exch != mine:
                 diff = exch - mine
                 price = Decimal(p.get("avgPrice") or p.get("markPrice") or 0) if p else ZERO

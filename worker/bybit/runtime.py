@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from hean.marketdata import Instrument, _instrument_from_record
@@ -35,6 +36,35 @@ B_NOT_RECONCILED = "EXCHANGE_NOT_RECONCILED"
 B_STALE = "MARKET_DATA_STALE"
 B_PRIVATE_DOWN = "EXCHANGE_STREAM_DOWN"
 KEY_ENV, SECRET_ENV = "BYBIT_API_KEY", "BYBIT_API_SECRET"
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    """The Bybit connection tunables one worker uses: ``orderbook_depth`` (levels),
+    ``stale_seconds``, ``reconcile_seconds``, ``dcp_seconds`` (0 = off, else 3..300),
+    ``recv_window_ms``."""
+    orderbook_depth: int = 50
+    stale_seconds: float = 10.0
+    reconcile_seconds: float = 30.0
+    dcp_seconds: int = 0
+    recv_window_ms: int = 5000
+    source: str = "env"  # "spec" when spec.bybit set them
+
+
+def connection_settings(spec, settings=None) -> ConnectionSettings:
+    """``spec.bybit`` (a :class:`hean.worker.config.BybitSpec`, all fields defaulted by the
+    CRD) when the strategy has one, else the worker's environment (``HEAN_BYBIT_*``, the
+    operator-wide defaults from ``HEAN_WORKER_BYBIT_*``), else the built-in defaults."""
+    b = getattr(spec, "bybit", None)
+    if b is not None:
+        return ConnectionSettings(b.orderbookDepth, b.staleSeconds, b.reconcileSeconds, b.deadManSwitchSeconds,
+                                  b.recvWindowMs, "spec")
+    d = ConnectionSettings()
+    return ConnectionSettings(getattr(settings, "bybit_orderbook_depth", d.orderbook_depth),
+                              getattr(settings, "bybit_stale_seconds", d.stale_seconds),
+                              getattr(settings, "bybit_reconcile_seconds", d.reconcile_seconds),
+                              getattr(settings, "bybit_dcp_seconds", d.dcp_seconds),
+                              getattr(settings, "bybit_recv_window_ms", d.recv_window_ms))
 
 
 def credentials_from_env(env=None) -> tuple[str, str]:
@@ -127,21 +157,28 @@ class ExchangeRuntime:
 
     def __init__(self, engine, namespace: str, name: str, endpoints: Endpoints, state_dir: Path,
                  blocks: Blocks, reconcile_seconds: float = 30.0, timeout: float = 5.0, order_rate: int = 10,
-                 env=None, dcp_seconds: int = 0):
+                 env=None, dcp_seconds: int = 0, recv_window_ms: int = 5000):
         key, secret = credentials_from_env(env)
         self.fingerprint = key_fingerprint(key)
         self.engine, self.blocks = engine, blocks
         self.reconcile_seconds = reconcile_seconds
-        if dcp_seconds and not 10 <= dcp_seconds <= 300:
-            raise ValueError(f"HEAN_BYBIT_DCP_SECONDS must be 0 (off) or 10..300, got {dcp_seconds}")
+        if dcp_seconds and not 3 <= dcp_seconds <= 300:
+            raise ValueError(f"spec.bybit.deadManSwitchSeconds / HEAN_BYBIT_DCP_SECONDS must be 0 (off) or 3..300, "
+                             f"got {dcp_seconds}")
         self.dcp_seconds = dcp_seconds
         self.dcp_state = "off" if not dcp_seconds else "pending"
         set_pybit_urls(endpoints.ws_public, endpoints.ws_private)
         budget = RateBudget(self.fingerprint, per_second=order_rate, state_dir=Path(state_dir) / "budget")
-        self.client = BybitClient(key, secret, endpoints.rest, budget=budget, timeout=timeout)
+        self.client = BybitClient(key, secret, endpoints.rest, budget=budget, timeout=timeout,
+                                  recv_window=recv_window_ms)
         self.ids = OrderLinkIds(namespace, name, Path(state_dir) / "orderlink")
         self.execution = ExchangeExecution(self.client, self.ids, engine, engine.spec.category)
-        self.private = ManagedSocket("private", ["order", "execution", "position", "wallet"], self._private_frame,
+        topics = ["order", "execution", "position", "wallet"]
+        if dcp_seconds:
+            # DCP only fires when every private connection subscribed to "dcp.<product>" is gone
+            # (https://bybit-exchange.github.io/docs/v5/websocket/private/dcp)
+            topics.append("dcp.spot" if engine.spec.category == "spot" else "dcp.future")
+        self.private = ManagedSocket("private", topics, self._private_frame,
                                      api_key=key, api_secret=secret, name="private")
         self.loop = None
         self.reconcile_now = asyncio.Event()
@@ -187,12 +224,13 @@ class ExchangeRuntime:
 
     async def arm_dead_man_switch(self) -> None:
         """Bybit's Disconnection Protect: cancel all open orders if the private stream
-        stays down for ``dcp_seconds`` (10..300). Only where the account allows it:
+        stays down for ``dcp_seconds`` (3..300). Only where the account allows it:
         a refusal is logged and counted, and trading goes on without it."""
         if not self.dcp_seconds or self.dcp_state == "armed":
             return
         try:
-            await asyncio.to_thread(self.client.call, "set_dcp", timeWindow=self.dcp_seconds, product="DERIVATIVES")
+            await asyncio.to_thread(self.client.call, "set_dcp", timeWindow=self.dcp_seconds,
+                                    product="SPOT" if self.engine.spec.category == "spot" else "DERIVATIVES")
         except BybitError as e:
             self.dcp_state = f"unavailable ({e.label})"
             self.execution.counters["dcp_unavailable"] += 1

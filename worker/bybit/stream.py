@@ -60,7 +60,11 @@ class ManagedSocket:
         ws = WebSocket(**kw)
         if self.channel == "private":
             for t in self.topics:
-                ws.subscribe(t, callback=lambda m: None)
+                if "." in t:  # e.g. "dcp.future": pybit formats non-standard topics through its filter slot
+                    base, arg = t.split(".", 1)
+                    ws.subscribe(base + ".{symbol}", callback=lambda m: None, symbol=arg)
+                else:
+                    ws.subscribe(t, callback=lambda m: None)
         else:  # one subscribe message with every topic ("{symbol}" is pybit's filter slot)
             ws.subscribe("{symbol}", callback=lambda m: None, symbol=list(self.topics))
         self.ws = ws
