@@ -281,7 +281,7 @@ def test_defaults_are_applied(crds, namespace: str) -> None:
     # the API server's defaults must be the worker's defaults
     from hean.worker.config import ImpulseParams
 
-    assert spec["params"] == ImpulseParams().model_dump()
+    assert spec["params"] == ImpulseParams().model_dump(exclude_none=True)
     assert spec["marketData"] == {
         "source": "replay", "replay": {"interval": "1", "speed": 600, "loop": False},
     }

@@ -91,7 +91,7 @@ STATUS_KEYS = {
         "riskState", "riskReasons", "tradingActive", "equity", "realizedPnl",
         "unrealizedPnl", "fees", "pnl", "drawdownPercent", "openPositions",
         "positions", "trades", "orders", "lastHeartbeat", "notTradingReasons",
-        "replay", "workerObservedGeneration",
+        "replay", "workerObservedGeneration", "scanner",
     },
     "RiskPolicy": {"observedGeneration", "conditions", "strategies", "worstState", "states"},
     "SymbolQuarantine": {
@@ -250,7 +250,13 @@ CEL_MIRRORS: dict[str, CelMirror] = {
         lambda s: ("expiresAt" in s) != ("ttlSeconds" in s),
     "(self.operator in ['In', 'NotIn']) == (has(self.values) && size(self.values) > 0)":
         lambda s: (s["operator"] in ("In", "NotIn")) == bool(s.get("values")),
+    "!has(self.topN) || self.topN <= size(self.universe)":
+        lambda s: "topN" not in s or s["topN"] <= len(s["universe"]),
 }
+for _key, _name in (("momentum", "momentum"), ("grid", "grid"), ("scalping", "scalping"),
+                    ("fundingHarvest", "funding_harvest"), ("basisArbitrage", "basis_arbitrage")):
+    CEL_MIRRORS[f"!has(self.params) || !has(self.params.{_key}) || self.strategy == '{_name}'"] = (
+        lambda s, k=_key, n=_name: k not in (s.get("params") or {}) or s["strategy"] == n)
 
 
 def norm_rule(rule: str) -> str:
@@ -524,7 +530,7 @@ def test_trading_strategy_defaults_match_design() -> None:
     # the API server's defaults must be the worker's defaults
     from hean.worker.config import ImpulseParams
 
-    assert spec["params"] == ImpulseParams().model_dump()
+    assert spec["params"] == ImpulseParams().model_dump(exclude_none=True)
     assert spec["marketData"] == {
         "source": "replay",
         "replay": {"interval": "1", "speed": 600, "loop": False},
