@@ -51,6 +51,7 @@ from hean.marketdata import Bar, Instrument
 from .config import RiskPolicySpec, StrategySpec
 from .ledger import ZERO, Fill, Ledger
 from .strategies import STRATEGIES, BookTop, OrderIntent, PositionView, Strategy
+from .strategies.scanner import Scanner
 
 BPS = Decimal("0.0001")
 SOFT_BRAKE_RELEASE = Decimal("0.8")  # SOFT_BRAKE clears below 80 % of the soft limit
@@ -77,6 +78,7 @@ R_PENDING = "ORDER_PENDING"
 R_REPLAY_DONE = "REPLAY_FINISHED"
 R_NO_DATA = "MARKET_DATA_MISSING"
 R_LEG_IMBALANCE = "LEG_IMBALANCE"
+R_NOT_PICKED = "NOT_SCANNER_PICK"
 
 # Risk reason codes (why the risk state is above NORMAL).
 RR_SOFT_DD = "SOFT_DRAWDOWN"
@@ -189,6 +191,8 @@ class Engine:
         self.executor = None
         self.link_ids = None
         self.blocked_reason: str | None = None  # e.g. EXCHANGE_NOT_RECONCILED, MARKET_DATA_STALE
+        # spec.scanner: entries only on the scanner's picks (None = no scanner)
+        self.scanner = Scanner(spec.scanner) if spec.scanner is not None else None
 
     # ---- control changes -------------------------------------------------------
     def update_spec(self, spec: StrategySpec) -> None:
@@ -202,6 +206,12 @@ class Engine:
         for st in self.symbols.values():
             st.params = spec.params
             st.strategy.update_params(spec.params)
+        if spec.scanner is None:
+            self.scanner = None
+        elif self.scanner is None:
+            self.scanner = Scanner(spec.scanner)
+        elif spec.scanner != self.scanner.spec:
+            self.scanner.update_spec(spec.scanner)
 
     def update_policy(self, policy: RiskPolicySpec | None) -> None:
         """Apply a RiskPolicy change (None: the policy is missing; no entries)."""
@@ -464,6 +474,8 @@ class Engine:
         st.bars_seen += 1
         if st.cooldown_left > 0:
             st.cooldown_left -= 1
+        if self.scanner is not None:
+            self.scanner.on_bar(symbol, bar)
         result = st.strategy.on_bar(bar, self._view(st))
         self._after_market_event(st, day)
         self._decide(st, result)
@@ -591,6 +603,8 @@ class Engine:
             return R_HARD_STOP
         if st.quarantined:
             return R_QUARANTINED
+        if self.scanner is not None and st.symbol in self.scanner.windows and st.symbol not in (self.scanner.picks or ()):
+            return R_NOT_PICKED
         if self.risk_state == api.RISK_SOFT_BRAKE and self.policy.softBrakeSizeFactor == 0:
             return R_SOFT_BRAKE
         if st.pending is not None or st.leg_pending is not None:

@@ -83,7 +83,7 @@ class ImpulseParams(_Params):
             )
         return self
 
-    def native_compatible(self) -> list[str]:
+    def gates_on(self) -> list[str]:
         """Names of the gates that are switched on (the native kernel has none)."""
         on = []
         if self.maxVolatilityPercentile is not None:
