@@ -494,22 +494,23 @@ class Engine:
     def on_book(self, symbol: str, top: BookTop) -> None:
         """A top-of-book update of ``symbol`` (live order book or recorded frames).
 
-        The mark becomes the mid; book-driven strategies (``uses_book``) decide on it
-        and their orders fill at once as takers at the touch (ask for a buy, bid for
-        a sell, worsened by the slippage); other strategies only remember it (e.g.
-        impulse's spread filter)."""
+        Book-driven strategies (``uses_book``): the mark becomes the mid, the strategy
+        decides on it and its orders fill at once as takers at the touch (ask for a
+        buy, bid for a sell, worsened by the slippage). Other strategies only
+        remember it (e.g. impulse's spread filter); their marks stay candle closes.
+        A crossed or non-positive top is dropped and counted (``bad_book``)."""
         st = self.symbols[symbol]
         if top.bid <= 0 or top.ask <= 0 or top.ask < top.bid:
             self.dropped["bad_book"] += 1
             return
         st.book = top
+        result = st.strategy.on_book(top, self._view(st))
+        if not st.strategy.uses_book:
+            return
         self.now_ms = max(self.now_ms, top.ts_ms)
         if self.day is None:
             self.day = top.ts_ms // 86_400_000
         st.mark = top.mid
-        result = st.strategy.on_book(top, self._view(st))
-        if not st.strategy.uses_book:
-            return
         self._after_market_event(st, top.ts_ms // 86_400_000)
         self._decide(st, result)
         if self.executor is None and st.pending is not None:

@@ -416,3 +416,37 @@ def test_scanner_picks_gate_entries_and_rerank(inst, klines):
         bars = [b for b in klines[s].bars[:6000] if b.ts_ms < at or (b.ts_ms == at and s <= "BTCUSDT")]
         windows[s] = [(float(b.close), float(b.volume)) for b in bars[-720:]]
     assert st["picks"] == [r.symbol for r in rank(windows, 0.5, 0.5)[:2]]
+
+
+# ---- live feed hooks --------------------------------------------------------------------
+def test_live_feed_hands_books_and_settled_funding_to_the_engine(inst, marketdata_dir):
+    """The worker's live path (LiveFeed -> book_to_engine / on_funding) on the recorded
+    Bybit mainnet frames: a scalper trades on the real BTCUSDT book, and a ticker whose
+    nextFundingTime moves on settles the previous rate. The capture has one ticker
+    with funding fields; the second ticker frame (8 h later) is that frame with
+    nextFundingTime advanced, constructed here."""
+    from hean.worker.bybit.feed import LiveFeed
+    from hean.worker.bybit.runtime import book_to_engine
+
+    eng = engine_for(inst, "scalping", ["BTCUSDT"], {"scalping": {
+        "maxSpreadBps": 1.0, "imbalanceThreshold": 0.3, "maxOrdersPerMinute": 4, "minOrderIntervalMs": 200}})
+    feed = LiveFeed(["BTCUSDT"], "1", 200, lambda s, b: None, instruments={"BTCUSDT": inst[("linear", "BTCUSDT")]})
+    feed.on_book = lambda s, book, ts: book_to_engine(eng, s, book, ts)
+    settled = []
+    feed.on_funding = lambda s, rate, at, nxt: (settled.append((s, rate, at, nxt)), eng.on_funding(s, rate, at, nxt))
+    ticker = None
+    for m in iter_ws_capture(marketdata_dir / "bybit" / "ws" / "BYBIT.jsonl.zst", ""):
+        if m.get("topic") in ("orderbook.200.BTCUSDT", "tickers.BTCUSDT"):
+            feed.handle(m)
+            if m["topic"] == "tickers.BTCUSDT" and "nextFundingTime" in m["data"]:
+                ticker = m
+    assert eng.symbols["BTCUSDT"].strategy.warm and eng.symbols["BTCUSDT"].book is not None
+    assert any(f.reason == "SCALP_ENTRY" for f in eng.ledger.fills)
+    assert ticker is not None and not settled
+    nxt = int(ticker["data"]["nextFundingTime"])
+    pos = eng.ledger.position("BTCUSDT").size
+    later = {**ticker, "data": {**ticker["data"], "nextFundingTime": str(nxt + 8 * 3_600_000)}}
+    feed.handle(later)
+    assert settled == [("BTCUSDT", D(ticker["data"]["fundingRate"]), nxt, nxt + 8 * 3_600_000)]
+    assert eng.funding == (-(pos * eng.symbols["BTCUSDT"].mark * D(ticker["data"]["fundingRate"])) if pos else 0)
+    feed.stop()
