@@ -1,7 +1,7 @@
 """Print the CRD schema (YAML) of each strategy's ``spec.params.<key>`` sub-object
 from its pydantic model (hean.worker.strategies.params), so the CRD and the models
 cannot drift: ``python hack/gen_params_schema.py`` and paste into
-crds/tradingstrategies.hean.io.yaml (tests/unit/test_strategies_crd.py compares)."""
+crds/tradingstrategies.hean.io.yaml (tests/unit/test_crds_static.py compares)."""
 
 from __future__ import annotations
 

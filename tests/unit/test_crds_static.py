@@ -776,3 +776,47 @@ def test_chart_values_validate_against_values_schema() -> None:
                 {"liveTrading": {"enabled": "yes"}},
                 {"worker": {"typo": 1}}):
         assert list(cls(schema).iter_errors({**values, **bad})), bad
+
+
+@pytest.mark.parametrize("path", sorted((EXAMPLES / "strategies").glob("*.yaml")), ids=lambda p: p.name)
+def test_strategy_examples_pass_the_crd_and_the_typed_params(path: Path) -> None:
+    """examples/strategies/: one manifest per strategy; each passes the CRD schema
+    with its CEL rules and the operator's typed-params gate."""
+    from hean.operator import reconcile as rc
+    from hean.worker.config import StrategySpec
+
+    (obj,) = load_docs(path)
+    assert check_object(obj) == []
+    assert rc.admit(obj["spec"], rc.OperatorConfig()).ok
+    StrategySpec.model_validate(obj["spec"])
+
+
+def test_every_strategy_has_an_example_and_kustomization_lists_them() -> None:
+    names = {load_docs(p)[0]["spec"]["strategy"] for p in (EXAMPLES / "strategies").glob("*.yaml")}
+    assert names == {"impulse", "momentum", "grid", "scalping", "funding_harvest", "basis_arbitrage"}
+    kust = yaml.safe_load((EXAMPLES / "strategies" / "Kustomization").read_text())
+    assert sorted(kust["resources"]) == sorted(p.name for p in (EXAMPLES / "strategies").glob("*.yaml"))
+
+
+def test_params_sub_schemas_match_the_pydantic_models() -> None:
+    """spec.params.<strategy> in the CRD is generated from the typed models by
+    hack/gen_params_schema.py; regenerate it when a model changes."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gen_params_schema", ROOT / "hack" / "gen_params_schema.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    params = root_schema("TradingStrategy")["properties"]["spec"]["properties"]["params"]["properties"]
+    generated = mod.params_schemas()
+    assert set(generated) == {"momentum", "grid", "scalping", "fundingHarvest", "basisArbitrage"}
+    for key, node in generated.items():
+        assert params[key] == node, key
+    # and the impulse gates' flat fields carry the models' bounds and defaults
+    from hean.worker.strategies import ImpulseParams
+
+    for name, field in ImpulseParams.model_fields.items():
+        assert name in params, name
+        if field.default is not None:
+            assert params[name].get("default") == field.default, name
+        else:
+            assert "default" not in params[name], name
