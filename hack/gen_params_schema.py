@@ -1,11 +1,10 @@
 """Print the CRD schema (YAML) of each strategy's ``spec.params.<key>`` sub-object
 from its pydantic model (hean.worker.strategies.params), so the CRD and the models
-cannot drift: ``python hack/gen_params_schema.py`` and paste into
-crds/tradingstrategies.hean.io.yaml (tests/unit/test_crds_static.py compares)."""
+cannot drift: ``python hack/gen_params_schema.py --write`` rewrites those blocks of
+crds/tradingstrategies.hean.io.yaml in place (tests/unit/test_crds_static.py compares)."""
 
 from __future__ import annotations
 
-import json
 import sys
 
 
@@ -49,8 +48,26 @@ def params_schemas() -> dict[str, dict]:
     return out
 
 
+def write_crd(path) -> None:
+    """Replace each ``spec.params.<key>`` block of the CRD file at ``path`` in place."""
+    import yaml
+
+    lines = open(path).read().split("\n")
+    start = lines.index("                params:")
+    for key, node in params_schemas().items():
+        head = lines.index(f"                    {key}:", start)
+        end = head + 1
+        while end < len(lines) and (lines[end].startswith(" " * 21) or not lines[end].strip()):
+            end += 1
+        text = yaml.safe_dump({key: node}, sort_keys=False, width=90).rstrip("\n").split("\n")
+        lines[head:end] = [" " * 20 + t for t in text]
+    open(path, "w").write("\n".join(lines))
+
+
 if __name__ == "__main__":
     import yaml
 
-    sys.stdout.write(yaml.safe_dump(params_schemas(), sort_keys=False, width=100))
-    json.dumps({})
+    if sys.argv[1:2] == ["--write"]:
+        write_crd(sys.argv[2] if len(sys.argv) > 2 else "crds/tradingstrategies.hean.io.yaml")
+    else:
+        sys.stdout.write(yaml.safe_dump(params_schemas(), sort_keys=False, width=100))

@@ -68,7 +68,7 @@ class ImpulseParams(_Params):
     volatilityPercentileWindow: int = Field(1440, ge=20, le=100000, description="bars of volatility history")
     minVolumeRatio: float = Field(0.0, ge=0, le=100, description="volume / mean volume of volumeWindow bars; 0 = off")
     volumeWindow: int = Field(60, ge=2, le=10000, description="bars of the volume mean")
-    minTrendStrengthBps: float = Field(0.0, ge=0, le=10000, description="regime gate |EMAf-EMAs|/close, bps; 0 = off")
+    minTrendStrengthBps: float = Field(0.0, ge=0, le=10000, description="regime gate: abs(EMAfast - EMAslow) / close, bps; 0 = off")
     maxSpreadBps: float | None = Field(None, gt=0, le=10000, description="spread filter with book data, bps; off if unset")
     confirmationBars: int = Field(0, ge=0, le=100, description="further candles the signal must persist; 0 = off")
     minEdgeBps: float | None = Field(
@@ -188,8 +188,8 @@ class FundingHarvestParams(_Params):
     price, so its PnL offsets the perpetual's and only funding and fees remain).
     """
 
-    minFundingRateBps: float = Field(1.0, gt=0, le=1000, description="|expected funding rate| to enter, bps per interval")
-    exitFundingRateBps: float = Field(0.2, ge=0, le=1000, description="exit below this |expected rate|, bps")
+    minFundingRateBps: float = Field(1.0, gt=0, le=1000, description="absolute expected funding rate to enter, bps per interval")
+    exitFundingRateBps: float = Field(0.2, ge=0, le=1000, description="exit when the rate received falls below this, bps")
     historyLength: int = Field(3, ge=1, le=1000, description="settled rates in the expected-rate mean")
     entryBeforeFundingMinutes: float = Field(480.0, gt=0, le=1440, description="enter at most this long before funding")
     positionNotionalUsdt: float = Field(1000.0, gt=0, le=1e8, description="perpetual leg notional, USDT")
@@ -216,8 +216,8 @@ class BasisArbitrageParams(_Params):
     refused, or, if it happens while open, both legs are closed).
     """
 
-    entryBasisBps: float = Field(15.0, gt=0, le=10000, description="|basis| to open, bps")
-    exitBasisBps: float = Field(3.0, ge=0, le=10000, description="|basis| to close, bps")
+    entryBasisBps: float = Field(15.0, gt=0, le=10000, description="absolute basis to open, bps")
+    exitBasisBps: float = Field(3.0, ge=0, le=10000, description="absolute basis to close, bps")
     legNotionalUsdt: float = Field(1000.0, gt=0, le=1e8, description="notional per leg, USDT")
     maxLegImbalanceFraction: float = Field(0.02, ge=0, le=1, description="largest leg qty mismatch, fraction")
     allowReverse: bool = Field(False, description="also trade a negative basis (short spot)")
