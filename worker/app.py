@@ -408,7 +408,7 @@ class Worker:
             "realizedPnl": str(realized.quantize(q)),
             "unrealizedPnl": str(unreal.quantize(q)),
             "fees": str(fees.quantize(q)),
-            "pnl": str((realized - fees + unreal).quantize(q)),
+            "pnl": str((realized - fees + unreal + getattr(e, "funding", 0)).quantize(q)),
             "drawdownPercent": str(e.drawdown_percent().quantize(q)),
             "openPositions": len(e.ledger.open_positions()),
             "positions": [

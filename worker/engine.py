@@ -202,6 +202,9 @@ class Engine:
         that alters a period. Structural fields (symbols, category, capital, mode)
         are handled by the operator replacing the worker, not here.
         """
+        if spec.strategy != self.spec.strategy:
+            # structural (the operator replaces the worker): keep running the old strategy meanwhile
+            spec = spec.model_copy(update={"strategy": self.spec.strategy, "params": self.spec.params})
         self.spec = spec
         for st in self.symbols.values():
             st.params = spec.params
@@ -515,6 +518,19 @@ class Engine:
         self._decide(st, result)
         if self.executor is None and st.pending is not None:
             self._execute_at(st, top.ask if st.pending.side == "Buy" else top.bid, top.ts_ms)
+
+    def on_trade(self, symbol: str, ts_ms: int, price: Decimal, qty: Decimal, side: str) -> None:
+        """A public trade of ``symbol`` (``side`` of the taker); book-driven strategies
+        may act on it (fills at the current book top, as in :meth:`on_book`)."""
+        st = self.symbols[symbol]
+        result = st.strategy.on_trade(ts_ms, price, qty, side, self._view(st))
+        if result is None or not st.strategy.uses_book or st.book is None:
+            return
+        self.now_ms = max(self.now_ms, ts_ms)
+        self._after_market_event(st, ts_ms // 86_400_000)
+        self._decide(st, result)
+        if self.executor is None and st.pending is not None:
+            self._execute_at(st, st.book.ask if st.pending.side == "Buy" else st.book.bid, ts_ms)
 
     def on_funding(self, symbol: str, rate: Decimal, ts_ms: int, next_funding_ms: int | None = None) -> None:
         """A settled funding rate of ``symbol`` (fraction per interval, > 0: longs pay

@@ -450,3 +450,12 @@ def test_live_feed_hands_books_and_settled_funding_to_the_engine(inst, marketdat
     assert settled == [("BTCUSDT", D(ticker["data"]["fundingRate"]), nxt, nxt + 8 * 3_600_000)]
     assert eng.funding == (-(pos * eng.symbols["BTCUSDT"].mark * D(ticker["data"]["fundingRate"])) if pos else 0)
     feed.stop()
+
+
+def test_a_strategy_change_keeps_the_running_strategy_until_replaced(inst, klines):
+    eng = engine_for(inst, "impulse", ["BTCUSDT"])
+    feed(eng, klines, ("BTCUSDT",), 300)
+    eng.update_spec(spec_of("grid", ["BTCUSDT"], {"grid": {"levels": 20}}))  # structural: the operator replaces us
+    assert eng.spec.strategy == "impulse" and eng.symbols["BTCUSDT"].strategy.name == "impulse"
+    eng.update_spec(spec_of("impulse", ["BTCUSDT"], {"impulseThreshold": 2.5}))
+    assert eng.symbols["BTCUSDT"].strategy.params.impulseThreshold == 2.5
