@@ -79,6 +79,7 @@ R_REPLAY_DONE = "REPLAY_FINISHED"
 R_NO_DATA = "MARKET_DATA_MISSING"
 R_LEG_IMBALANCE = "LEG_IMBALANCE"
 R_NOT_PICKED = "NOT_SCANNER_PICK"
+R_LEG_ON_EXCHANGE = "SPOT_LEG_PAPER_ONLY"
 
 # Risk reason codes (why the risk state is above NORMAL).
 RR_SOFT_DD = "SOFT_DRAWDOWN"
@@ -434,7 +435,7 @@ class Engine:
         if pos.size == 0:
             st.stop_price = st.target_price = None
             st.cooldown_left = st.strategy.cooldown_bars
-        elif order is not None and not order.reduce_only:
+        elif order is not None and not order.reduce_only and order.stop_distance > 0:
             entry = pos.entry_price
             if pos.size > 0:
                 st.stop_price = st.instrument.round_price(entry - order.stop_distance, "down")
@@ -637,6 +638,8 @@ class Engine:
         leverage room, minimum order) and queue it; returns the refusal reason."""
         side = it.side
         pos = self.ledger.position(st.symbol)
+        if (it.hedge or it.leg) and self.executor is not None:
+            return R_LEG_ON_EXCHANGE  # spot legs are paper-only for now
         if side == "Sell" and self.spec.category == "spot" and it.leg is None and pos.size <= 0:
             return R_SPOT_NO_SHORT
         pol = self.policy
