@@ -63,6 +63,7 @@ class LiveFeed:
         # applied book frame; on_funding(symbol, rate, settled_ms, next_ms) when a
         # ticker's nextFundingTime moves on (the last fundingRate was settled).
         self.on_book = None
+        self.on_trade = None  # on_trade(symbol, ts_ms, price, qty, taker side)
         self.on_funding = None
         self.funding_rate: dict[str, Decimal] = {}
         self.next_funding_ms: dict[str, int] = {}
@@ -121,6 +122,13 @@ class LiveFeed:
         elif kind == "publicTrade":
             for t in msg.get("data") or []:
                 self.last_price[t["s"]] = Decimal(t["p"])
+                if self.on_trade is not None:
+                    try:
+                        ts, qty = int(t.get("T") or 0), Decimal(t["v"])
+                    except (KeyError, ValueError, ArithmeticError):
+                        self.counters["bad_trade"] += 1  # dropped and counted
+                        continue
+                    self.on_trade(t["s"], ts, Decimal(t["p"]), qty, str(t.get("S", "")))
         elif kind == "tickers":
             d = msg.get("data") or {}
             if d.get("lastPrice"):

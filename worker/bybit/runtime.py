@@ -114,6 +114,11 @@ class LiveData:
         self.on_bar = None  # extra hook (the worker's cursor)
         self.feed.on_book = self._on_book
         self.feed.on_funding = self._on_funding
+        self.feed.on_trade = self._on_trade
+
+    def _on_trade(self, symbol, ts_ms: int, price, qty, side: str) -> None:
+        if hasattr(self.engine, "on_trade"):
+            self.engine.on_trade(symbol, ts_ms, price, qty, side)
 
     def _on_book(self, symbol, book, ts_ms: int) -> None:
         book_to_engine(self.engine, symbol, book, ts_ms)
