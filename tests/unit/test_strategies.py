@@ -18,7 +18,7 @@ from hean.engine.book import OrderBook, iter_orderbook_zip, iter_ws_capture, lev
 from hean.marketdata import Bar, Instrument, load_instruments, load_klines
 from hean.worker.config import RiskPolicySpec, StrategySpec, describe_validation_error
 from hean.worker.engine import Engine
-from hean.worker.strategies import BookTop, ParamsError, parse_params
+from hean.worker.strategies import BookTop, OrderIntent, ParamsError, parse_params
 from hean.worker.strategies.scalping import book_top
 from hean.worker.strategies.scanner import Scanner, rank
 
@@ -459,3 +459,43 @@ def test_a_strategy_change_keeps_the_running_strategy_until_replaced(inst, kline
     assert eng.spec.strategy == "impulse" and eng.symbols["BTCUSDT"].strategy.name == "impulse"
     eng.update_spec(spec_of("impulse", ["BTCUSDT"], {"impulseThreshold": 2.5}))
     assert eng.symbols["BTCUSDT"].strategy.params.impulseThreshold == 2.5
+
+
+def test_trade_hook_orders_fill_at_the_current_touch(inst, marketdata_dir):
+    """Engine.on_trade with real recorded trades: a book strategy that answers a trade
+    with an entry is filled at once at the current best ask (buy) plus slippage."""
+    from hean.worker.strategies.scalping import ScalpingStrategy
+
+    class TradeFollower(ScalpingStrategy):
+        def on_book(self, top, view):
+            self.warm = True
+            return None
+
+        def on_trade(self, ts_ms, price, qty, side, view):
+            if view.size == 0 and side == "Buy" and not view.pending:
+                return OrderIntent("Buy", "TRADE_FOLLOW", notional_usdt=D(1000))
+            return None
+
+    eng = engine_for(inst, "scalping", ["BTCUSDT"])
+    st = eng.symbols["BTCUSDT"]
+    st.strategy = TradeFollower("BTCUSDT", st.instrument, st.params)
+    frames = [m for m in iter_ws_capture(marketdata_dir / "bybit" / "ws" / "BYBIT.jsonl.zst", "")
+              if m.get("topic") in ("orderbook.200.BTCUSDT", "publicTrade.BTCUSDT")]
+    book = OrderBook(2, 6)
+    fills_at = None
+    for m in frames:
+        if m["topic"].startswith("orderbook"):
+            d = m["data"]
+            if book.apply(m["type"] == "snapshot", [tuple(x) for x in d["b"]], [tuple(x) for x in d["a"]],
+                          int(d["u"]), int(d.get("seq", 0)), int(m["ts"])) == "OK":
+                eng.on_book("BTCUSDT", book_top(book, int(m["ts"]), 5))
+            continue
+        for t in m["data"]:
+            top = st.book
+            eng.on_trade("BTCUSDT", int(t["T"]), D(t["p"]), D(t["v"]), t["S"])
+            if eng.ledger.fills and fills_at is None:
+                fills_at = top
+    f = eng.ledger.fills[0]
+    assert fills_at is not None and f.side == "Buy" and f.reason == "TRADE_FOLLOW"
+    assert f.price == inst[("linear", "BTCUSDT")].round_price(fills_at.ask * (1 + D(2) / 10000), "up")
+    assert len(eng.ledger.fills) == 1  # holds afterwards: no second entry
