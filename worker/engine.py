@@ -39,7 +39,6 @@ time after the stop).
 
 from __future__ import annotations
 
-import math
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone

@@ -20,7 +20,7 @@ from hean.worker.config import RiskPolicySpec, StrategySpec, describe_validation
 from hean.worker.engine import Engine
 from hean.worker.strategies import BookTop, OrderIntent, ParamsError, parse_params
 from hean.worker.strategies.scalping import book_top
-from hean.worker.strategies.scanner import Scanner, rank
+from hean.worker.strategies.scanner import rank
 
 POLICY = dict(softMaxDrawdownPercent=20, hardMaxDrawdownPercent=40, maxDailyLossUsdt=5000, maxLeverage=5,
               maxPositionNotionalUsdt=50000, maxOpenPositions=4, maxOrdersPerMinute=60)
