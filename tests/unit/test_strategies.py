@@ -170,17 +170,27 @@ def test_grid_inventory_follows_the_levels(inst, klines):
     params = {"grid": {"levels": 11, "rangePercent": 4.0, "levelNotionalUsdt": 300, "breakoutBars": 5}}
     eng = engine_for(inst, "grid", ["SOLUSDT"], params)
     strat = eng.symbols["SOLUSDT"].strategy
-    sizes = []
-    for b in klines["SOLUSDT"].bars[:20_000]:
+    sizes, seen = [], {}
+    bars = klines["SOLUSDT"].bars[:20_000]
+    for b in bars:
         eng.on_bar("SOLUSDT", b)
         sizes.append(eng.ledger.position("SOLUSDT").size)
+        seen[b.ts_ms] = (b.close, strat.centre, strat.lower, strat.upper, strat.level_qty)
     reasons = {f.reason for f in eng.ledger.fills}
     assert {"GRID_BUY", "GRID_SELL"} <= reasons
     assert strat.recenters >= 1 and "GRID_RECENTER" in reasons
     lq = strat.level_qty
     assert lq == inst[("linear", "SOLUSDT")].round_qty(D(300) / strat.centre)
     assert min(sizes) >= 0 and max(sizes) <= 5 * lq * 2  # never short; bounded inventory
-    # every buy happened below the grid centre of its time, at most one order per candle
+    # every buy was decided on a close below the grid centre of its time (and its size a
+    # whole number of levels), every sell on a close above a line; one order per candle
+    ts = [b.ts_ms for b in bars]
+    for f in eng.ledger.fills:
+        close, centre, lower, upper, level_qty = seen[ts[ts.index(f.ts_ms) - 1]]
+        if f.reason == "GRID_BUY":
+            assert close < centre and f.qty % level_qty == 0
+        elif f.reason == "GRID_SELL":
+            assert close > lower
     assert len({f.ts_ms for f in eng.ledger.fills}) == len(eng.ledger.fills)
     eng.ledger.check()
 
