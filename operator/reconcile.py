@@ -105,9 +105,42 @@ class Admission:
     ok: bool
     reason: str = ""
     message: str = ""
+    keep_worker: bool = False  # a bad live-tunable edit: keep the running worker on its last good spec
 
 
 EXCHANGE_MODES = ("testnet", "demo", "live")
+
+
+def validate_params(spec: dict) -> str | None:
+    """Validate ``spec.params`` against the typed model of ``spec.strategy`` and
+    ``spec.scanner`` (pydantic, :mod:`hean.worker.strategies.params`): None if valid,
+    else a message naming every bad field, e.g. ``spec.params.grid.levels: Input
+    should be less than or equal to 200``. Covers what the CRD schema cannot
+    (cross-field rules, a CRD older than the models)."""
+    from pydantic import ValidationError
+
+    from hean.worker.strategies import ParamsError, ScannerSpec, parse_params
+
+    problems = []
+    try:
+        parse_params(spec.get("strategy", ""), spec.get("params"))
+    except ParamsError as e:
+        problems.append(str(e))
+    scanner = spec.get("scanner")
+    if scanner is not None:
+        try:
+            ScannerSpec.model_validate(scanner)
+            missing = [s for s in scanner.get("universe") or [] if s not in (spec.get("symbols") or [])]
+            if missing:
+                problems.append(f"spec.scanner.universe: {', '.join(missing)} not in spec.symbols "
+                                "(every universe symbol must also be listed in spec.symbols)")
+        except ValidationError as e:
+            for err in e.errors():
+                msg = str(err.get("msg", ""))
+                loc = ".".join(str(x) for x in err.get("loc", ()))
+                problems.append(msg[len("Value error, "):] if msg.startswith("Value error, spec.")
+                                else f"spec.scanner.{loc}: {msg}" if loc else f"spec.scanner: {msg}")
+    return "; ".join(problems) or None
 
 
 def admit(spec: dict, cfg: OperatorConfig, policy_exists: bool = True) -> Admission:
@@ -120,7 +153,14 @@ def admit(spec: dict, cfg: OperatorConfig, policy_exists: bool = True) -> Admiss
        ``live`` needs its RiskPolicy to exist before a worker is created.
     Exchange modes trade on live market data only (``spec.marketData.source:
     live``): a replay would send real orders on old prices.
+
+    First of all, ``spec.params``/``spec.scanner`` must pass :func:`validate_params`
+    (reason ``InvalidParams``; a running worker is kept on its last good parameters,
+    none is created).
     """
+    problem = validate_params(spec)
+    if problem:
+        return Admission(False, "InvalidParams", problem, keep_worker=True)
     mode = spec.get("mode", "paper")
     if mode == "live" and not cfg.live_trading_enabled:
         return Admission(False, "LiveTradingDisabled",
@@ -350,6 +390,8 @@ def pod_action(strategy: dict, pod: dict | None, admission: Admission, policy_ex
     A missing RiskPolicy does not stop the pod: the worker runs and refuses entries.
     """
     if not admission.ok:
+        if admission.keep_worker:
+            return PodAction("none", admission.reason)
         return PodAction("delete", admission.reason) if pod is not None and not pod["metadata"].get("deletionTimestamp") else PodAction("none")
     if pod is not None:
         if pod["metadata"].get("deletionTimestamp"):

@@ -458,12 +458,12 @@ class Worker:
             "realizedPnl": str(realized.quantize(q)),
             "unrealizedPnl": str(unreal.quantize(q)),
             "fees": str(fees.quantize(q)),
-            "pnl": str((realized - fees + unreal).quantize(q)),
+            "pnl": str((realized - fees + unreal + getattr(e, "funding", 0)).quantize(q)),
             "drawdownPercent": str(e.drawdown_percent().quantize(q)),
             "openPositions": len(e.ledger.open_positions()),
             "positions": [
                 {"symbol": p.symbol, "side": p.side, "size": str(p.size.copy_abs()),
-                 "entryPrice": str(p.entry_price.quantize(e.symbols[p.symbol].instrument.tick_size)),
+                 "entryPrice": str(p.entry_price.quantize(e.symbols[p.symbol.split(".")[0]].instrument.tick_size)),
                  "markPrice": str(marks[p.symbol]),
                  "unrealizedPnl": str(p.unrealized_pnl(marks[p.symbol]).quantize(q))}
                 for p in e.ledger.open_positions()
@@ -477,6 +477,8 @@ class Worker:
                 for s in e.symbols.values()
             ],
         })
+        if getattr(e, "scanner", None) is not None:
+            st["scanner"] = e.scanner.status()
         if self.cursor_ms is not None and self.first_ms is not None and self.last_ms is not None:
             span = max(self.last_ms - self.first_ms, 1)
             st["replay"] = {

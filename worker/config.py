@@ -11,46 +11,27 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from hean import api
+from .strategies import parse_params
+from .strategies.params import (
+    BasisArbitrageParams,
+    FundingHarvestParams,
+    GridParams,
+    ImpulseParams,
+    MomentumParams,
+    ScalpingParams,
+    ScannerSpec,
+    StrategyName,
+)
 from hean.quarantine import parse_time, quarantine_applies, quarantine_expiry  # noqa: F401  (re-exported)
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
-
-
-class ImpulseParams(_Model):
-    """Parameters of HEAN's impulse breakout strategy (``spec.params``).
-
-    Periods and windows are in bars; ``impulseThreshold`` is in multiples of the
-    per-bar volatility scaled by ``sqrt(impulseLookback)``; stop and target
-    distances are in multiples of ATR; ``riskPerTradeFraction`` is the fraction of
-    equity (not percent) lost if the stop is hit.
-    """
-
-    emaFastPeriod: int = Field(20, ge=2, le=500)
-    emaSlowPeriod: int = Field(100, ge=3, le=2000)
-    volatilityWindow: int = Field(60, ge=5, le=1000)
-    impulseLookback: int = Field(5, ge=1, le=120)
-    impulseThreshold: float = Field(3.0, ge=0.1, le=20)
-    atrPeriod: int = Field(14, ge=2, le=500)
-    stopLossAtr: float = Field(8.0, ge=0.1, le=50)
-    takeProfitAtr: float = Field(16.0, ge=0.1, le=100)
-    cooldownBars: int = Field(30, ge=0, le=10000)
-    riskPerTradeFraction: float = Field(0.005, ge=0.0001, le=0.1)
-
-    @model_validator(mode="after")
-    def _fast_below_slow(self) -> "ImpulseParams":
-        if self.emaFastPeriod >= self.emaSlowPeriod:
-            raise ValueError(
-                f"spec.params.emaFastPeriod ({self.emaFastPeriod}) must be less than "
-                f"spec.params.emaSlowPeriod ({self.emaSlowPeriod})"
-            )
-        return self
 
 
 class ReplaySpec(_Model):
@@ -105,21 +86,36 @@ class RiskPolicyRef(_Model):
     name: str = Field(min_length=1, max_length=253)
 
 
-class StrategySpec(_Model):
-    """``TradingStrategy.spec``; ``capital`` in USDT."""
+StrategyParams = Union[ImpulseParams, MomentumParams, GridParams, ScalpingParams, FundingHarvestParams,
+                       BasisArbitrageParams]
 
-    strategy: Literal["impulse"]
+
+class StrategySpec(_Model):
+    """``TradingStrategy.spec``; ``capital`` in USDT. ``params`` is the validated
+    parameter model of ``strategy`` (see :mod:`hean.worker.strategies.params`);
+    ``scanner`` optionally picks the traded symbols from a universe."""
+
+    strategy: StrategyName
     symbols: list[str] = Field(min_length=1, max_length=10)
     category: Literal["linear", "spot"] = "linear"
     mode: Literal["paper", "testnet", "demo", "live"] = "paper"
     capital: Decimal = Field(gt=0, le=Decimal("1e9"))
     maxLeverage: Decimal = Field(Decimal(1), ge=1, le=100)
     riskPolicyRef: RiskPolicyRef
-    params: ImpulseParams = ImpulseParams()
+    params: StrategyParams = Field(None, validate_default=True)
     paused: bool = False
     marketData: MarketDataSpec = MarketDataSpec()
     execution: ExecutionSpec = ExecutionSpec()
     bybit: BybitSpec | None = None
+    scanner: ScannerSpec | None = None
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _typed_params(cls, value: Any, info: ValidationInfo) -> Any:
+        strategy = info.data.get("strategy")
+        if isinstance(value, BaseModel) or strategy is None:
+            return value if isinstance(value, BaseModel) else ImpulseParams()
+        return parse_params(strategy, value)
 
     @model_validator(mode="after")
     def _bybit_needs_live_data(self) -> "StrategySpec":
@@ -259,14 +255,24 @@ def describe_validation_error(prefix: str, err: ValidationError) -> str:
     parts = []
     for e in err.errors():
         loc = ".".join(str(x) for x in e.get("loc", ()))
+        msg = str(e.get("msg"))
+        if msg.startswith("Value error, spec."):  # the message already names the field
+            parts.append(msg[len("Value error, "):])
+            continue
         where = f"{prefix}.{loc}" if loc else prefix
-        parts.append(f"{where}: {e.get('msg')}")
+        parts.append(f"{where}: {msg}")
     return "; ".join(parts)
 
 
 __all__ = [
     "ImpulseParams",
     "BybitSpec",
+    "MomentumParams",
+    "GridParams",
+    "ScalpingParams",
+    "FundingHarvestParams",
+    "BasisArbitrageParams",
+    "ScannerSpec",
     "StrategySpec",
     "RiskPolicySpec",
     "AutoQuarantineSpec",

@@ -20,13 +20,14 @@ Execution model (paper, documented so results can be checked by hand):
   minimum order qty or minimum notional are rejected like Bybit does (retCode
   110094 / 170140 semantics) and counted under ``BELOW_MIN_ORDER``.
 
-Strategy (HEAN's impulse engine, simplified to candles): trend filter
-``EMA(fast) > EMA(slow)`` for longs (``<`` for shorts, linear only); impulse
-``ln(close / close[-lookback]) > impulseThreshold * sigma * sqrt(lookback)`` where
-sigma is the rolling standard deviation of 1-bar log returns; stop
-``stopLossAtr * ATR`` and target ``takeProfitAtr * ATR`` from the entry; exit on a
-trend flip; ``cooldownBars`` after each exit. Size: risk ``riskPerTradeFraction`` of
-equity over the stop distance, capped by the position-notional and leverage limits.
+Strategies (:mod:`hean.worker.strategies`, one instance per symbol, chosen by
+``spec.strategy``) see candles, book tops, funding and spot-leg candles and answer
+with order intents or a reason code; this engine gates them (Risk Governor, order
+rate, open positions, notional and leverage room, minimum order), sizes them (risk
+over the stop distance, a notional, or a quantity), fills them and keeps the
+candle stop-loss/take-profit and the cooldown after each exit. Book-driven orders
+(``Engine.on_book``) fill at once at the touch; funding settlements
+(``Engine.on_funding``) pay or charge ``size * mark * rate`` into ``funding``.
 
 Risk Governor (HEAN): ``NORMAL`` < ``SOFT_BRAKE`` (drawdown >= soft limit: entries
 sized by ``softBrakeSizeFactor``; 0 blocks them; released below 80 % of the limit) < ``QUARANTINE`` (a symbol of the
@@ -45,20 +46,20 @@ keeps this engine fill-for-fill equal to the native kernel (``hean.engine``).
 
 from __future__ import annotations
 
-import math
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
 
 from hean import api
-from hean.indicators import ATR, EMA, RollingLogReturnStd
 from hean.marketdata import Bar, Instrument
 
 from . import router as _router
-from .config import ImpulseParams, RiskPolicySpec, StrategySpec
+from .config import RiskPolicySpec, StrategySpec
 from .ledger import ZERO, Fill, Ledger
 from .risk import R_AUTO_QUARANTINED, R_FLASH_CRASH, R_ORDER_NOTIONAL, R_PROFIT_PAUSE, RR_AUTO_QUARANTINE, RR_FLASH_CRASH, Safety  # noqa: F401
+from .strategies import STRATEGIES, BookTop, OrderIntent, PositionView, Strategy
+from .strategies.scanner import Scanner
 
 BPS = Decimal("0.0001")
 SOFT_BRAKE_RELEASE = Decimal("0.8")  # SOFT_BRAKE clears below 80 % of the soft limit
@@ -86,6 +87,9 @@ R_REPLAY_DONE = "REPLAY_FINISHED"
 R_NO_DATA = "MARKET_DATA_MISSING"
 R_POST_ONLY = "POST_ONLY_WOULD_TAKE"
 INTERVAL_MS = {"1": 60_000, "5": 300_000, "60": 3_600_000}
+R_LEG_IMBALANCE = "LEG_IMBALANCE"
+R_NOT_PICKED = "NOT_SCANNER_PICK"
+R_LEG_ON_EXCHANGE = "SPOT_LEG_PAPER_ONLY"
 
 # Risk reason codes (why the risk state is above NORMAL).
 RR_SOFT_DD = "SOFT_DRAWDOWN"
@@ -118,16 +122,14 @@ class Order:
 
 @dataclass
 class SymbolState:
-    """Per-symbol indicator and trade state."""
+    """Per-symbol trade state; the strategy instance (``strategy``, see
+    :mod:`hean.worker.strategies`) holds the per-symbol indicator state."""
 
     symbol: str
     instrument: Instrument
-    params: ImpulseParams
-    ema_fast: EMA = field(init=False)
-    ema_slow: EMA = field(init=False)
-    vol: RollingLogReturnStd = field(init=False)
-    atr: ATR = field(init=False)
-    closes: deque = field(init=False)
+    params: object
+    strategy_cls: type = field(default=None, repr=False)
+    strategy: Strategy = field(init=False)
     bars_seen: int = 0
     cooldown_left: int = 0
     stop_price: Decimal | None = None
@@ -137,18 +139,23 @@ class SymbolState:
     entry_orders: int = 0
     last_reason: str = R_WARMING_UP
     quarantined: bool = False
+    category: str = "linear"
+    leg_instrument: Instrument | None = None  # spot leg of a two-leg strategy
+    leg_mark: Decimal | None = None
+    leg_open: Decimal | None = None
+    leg_fed: bool = False  # a spot-leg feed exists; else the leg is marked at the symbol's price
+    leg_pending: Order | None = None
+    book: BookTop | None = None
 
     def __post_init__(self) -> None:
-        self.reset_indicators(self.params)
+        cls = self.strategy_cls or STRATEGIES["impulse"]
+        self.strategy = cls(self.symbol, self.instrument, self.params, self.category)
 
-    def reset_indicators(self, params: ImpulseParams) -> None:
-        """(Re)create the indicators for ``params``; they warm up again from scratch."""
+    def reset_indicators(self, params) -> None:
+        """(Re)create the strategy's indicators for ``params``; they warm up again."""
         self.params = params
-        self.ema_fast = EMA(params.emaFastPeriod)
-        self.ema_slow = EMA(params.emaSlowPeriod)
-        self.vol = RollingLogReturnStd(params.volatilityWindow)
-        self.atr = ATR(params.atrPeriod)
-        self.closes = deque(maxlen=params.impulseLookback + 1)
+        self.strategy.params = params
+        self.strategy.reset()
 
 
 class Engine:
@@ -167,10 +174,12 @@ class Engine:
         self.ledger = Ledger(capital=spec.capital)
         self.taker_fee, self.maker_fee = FEES[spec.category]
         self.symbols: dict[str, SymbolState] = {}
+        strategy_cls = STRATEGIES[spec.strategy]
         for sym in spec.symbols:
             if sym not in instruments:
                 raise KeyError(f"no instrument info for {spec.category} symbol {sym}")
-            self.symbols[sym] = SymbolState(sym, instruments[sym], spec.params)
+            self.symbols[sym] = SymbolState(sym, instruments[sym], spec.params, strategy_cls, category=spec.category)
+            self.symbols[sym].leg_instrument = instruments.get(f"{sym}.SPOT")
         self.peak_equity = spec.capital
         self.day: int | None = None
         self.day_start_equity = spec.capital
@@ -186,6 +195,8 @@ class Engine:
         self.now_ms = 0
         self.bars_processed = 0
         self.dropped: Counter = Counter()
+        self.funding = ZERO  # USDT received (+) or paid (-) at funding settlements
+        self.funding_events: list[tuple[int, str, Decimal, Decimal]] = []  # (ts_ms, symbol, rate, amount)
         self.risk_events: list[tuple[str, str, list[str]]] = []  # (old, new, reasons)
         self._last_ts: dict[str, int] = {}
         # Exchange execution (testnet/demo/live, see hean.worker.bybit): when set,
@@ -196,6 +207,8 @@ class Engine:
         self.link_ids = None
         self.blocked_reason: str | None = None  # e.g. EXCHANGE_NOT_RECONCILED, MARKET_DATA_STALE
         self.safety = Safety()  # RiskPolicy safety features + decision log (worker/risk.py)
+        # spec.scanner: entries only on the scanner's picks (None = no scanner)
+        self.scanner = Scanner(spec.scanner) if spec.scanner is not None else None
 
     # ---- control changes -------------------------------------------------------
     def update_spec(self, spec: StrategySpec) -> None:
@@ -205,17 +218,19 @@ class Engine:
         that alters a period. Structural fields (symbols, category, capital, mode)
         are handled by the operator replacing the worker, not here.
         """
-        old = self.spec.params
+        if spec.strategy != self.spec.strategy:
+            # structural (the operator replaces the worker): keep running the old strategy meanwhile
+            spec = spec.model_copy(update={"strategy": self.spec.strategy, "params": self.spec.params})
         self.spec = spec
-        new = spec.params
-        if (old.emaFastPeriod, old.emaSlowPeriod, old.volatilityWindow, old.atrPeriod, old.impulseLookback) != (
-            new.emaFastPeriod, new.emaSlowPeriod, new.volatilityWindow, new.atrPeriod, new.impulseLookback
-        ):
-            for st in self.symbols.values():
-                st.reset_indicators(new)
-        else:
-            for st in self.symbols.values():
-                st.params = new
+        for st in self.symbols.values():
+            st.params = spec.params
+            st.strategy.update_params(spec.params)
+        if spec.scanner is None:
+            self.scanner = None
+        elif self.scanner is None:
+            self.scanner = Scanner(spec.scanner)
+        elif spec.scanner != self.scanner.spec:
+            self.scanner.update_spec(spec.scanner)
 
     def update_policy(self, policy: RiskPolicySpec | None) -> None:
         """Apply a RiskPolicy change (None: the policy is missing; no entries)."""
@@ -247,12 +262,19 @@ class Engine:
 
     # ---- figures ---------------------------------------------------------------
     def marks(self) -> dict[str, Decimal]:
-        """Mark price per symbol that has a position (last close, USDT)."""
-        return {s: st.mark for s, st in self.symbols.items() if st.mark is not None}
+        """Mark price per symbol (last close or book mid, USDT); a spot leg of a
+        two-leg strategy is keyed ``<symbol>.SPOT``."""
+        out = {s: st.mark for s, st in self.symbols.items() if st.mark is not None}
+        for s, st in self.symbols.items():
+            leg = st.leg_mark if st.leg_fed else st.mark
+            if leg is not None:
+                out[f"{s}.SPOT"] = leg
+        return out
 
     def equity(self) -> Decimal:
-        """Account equity in USDT at the current marks."""
-        return self.ledger.equity(self.marks())
+        """Account equity in USDT at the current marks, plus funding received
+        (minus paid) on perpetual positions."""
+        return self.ledger.equity(self.marks()) + self.funding
 
     def drawdown_percent(self) -> Decimal:
         """Drawdown from peak equity, in percent (0..100)."""
@@ -343,29 +365,48 @@ class Engine:
         return order
 
     def _fill(self, st: SymbolState, side: str, qty: Decimal, ref_price: Decimal, ts_ms: int,
-              order_link_id: str, reason: str, maker: bool = False) -> Fill:
+              order_link_id: str, reason: str, maker: bool = False, leg: bool = False) -> Fill:
+        inst = (st.leg_instrument or st.instrument) if leg else st.instrument
         if maker:  # a resting limit fills at its own price, no slippage, maker fee
-            price, rate = ref_price, self.maker_fee
+            price, rate = ref_price, (FEES["spot"][1] if leg else self.maker_fee)
         else:
             slip = Decimal(str(self.spec.execution.slippageBps)) * BPS
             if side == "Buy":
-                price = st.instrument.round_price(ref_price * (1 + slip), "up")
+                price = inst.round_price(ref_price * (1 + slip), "up")
             else:
-                price = st.instrument.round_price(ref_price * (1 - slip), "down")
-            rate = self.taker_fee
+                price = inst.round_price(ref_price * (1 - slip), "down")
+            rate = FEES["spot"][0] if leg else self.taker_fee
         fee = (qty * price * rate).quantize(Decimal("0.00000001"))
-        fill = Fill(f"{order_link_id}-f", order_link_id, st.symbol, side, qty, price, fee, ts_ms,
+        symbol = f"{st.symbol}.SPOT" if leg else st.symbol
+        fill = Fill(f"{order_link_id}-f", order_link_id, symbol, side, qty, price, fee, ts_ms,
                     "maker" if maker else "taker", reason)
         self.ledger.apply(fill)
         self.safety.autoq.on_accept(st.symbol)
         return fill
 
     def _execute_pending(self, st: SymbolState, bar: Bar) -> None:
+        self._execute_at(st, bar.open, bar.ts_ms, bar)
+
+    def _execute_at(self, st: SymbolState, ref_price: Decimal, ts_ms: int, bar: Bar | None = None) -> None:
+        """Fill the symbol's pending order (and a pending spot-leg order) at
+        ``ref_price`` (the next candle's open, or the touch for book-driven orders).
+        A resting limit order of the order router (``RiskPolicy.spec.orderRouter``)
+        is only matched against a candle (``bar``); without one it keeps resting."""
+        leg = st.leg_pending
+        if leg is not None:
+            st.leg_pending = None
+            leg_ref = st.leg_open if st.leg_fed and st.leg_open is not None else ref_price
+            lpos = self.ledger.position(leg.symbol)
+            if not leg.reduce_only or (lpos.size != 0 and (lpos.size > 0) != (leg.side == "Buy")):
+                qty = min(leg.qty, abs(lpos.size)) if leg.reduce_only else leg.qty
+                self._fill(st, leg.side, qty, leg_ref, ts_ms, leg.order_link_id, leg.reason, leg=True)
         order = st.pending
         if order is None:
             return
         maker = False
         if order.order_type == _router.LIMIT:
+            if bar is None:
+                return  # keeps resting until the next candle
             outcome = _router.on_bar(self.policy.orderRouter if self.policy else None, order, bar) \
                 if self.policy is not None else _router.FALLBACK_TIMEOUT
             if outcome is None:
@@ -386,13 +427,13 @@ class Engine:
                 self.rejects["REDUCE_ONLY_NO_POSITION"] += 1
                 return
             qty = min(qty, abs(pos.size))
-        fill = self._fill(st, order.side, qty, order.price if maker else bar.open, bar.ts_ms, order.order_link_id,
+        fill = self._fill(st, order.side, qty, order.price if maker else ref_price, ts_ms, order.order_link_id,
                           order.reason, maker)
         if order.reduce_only:
             if self.ledger.position(st.symbol).size == 0:
                 st.stop_price = st.target_price = None
-                st.cooldown_left = st.params.cooldownBars
-        else:
+                st.cooldown_left = st.strategy.cooldown_bars
+        elif order.stop_distance > 0:
             if order.side == "Buy":
                 st.stop_price = st.instrument.round_price(fill.price - order.stop_distance, "down")
                 st.target_price = st.instrument.round_price(fill.price + order.target_distance, "up")
@@ -423,7 +464,7 @@ class Engine:
         self._fill(st, exit_side, abs(pos.size), ref, bar.ts_ms, link, why)
         st.stop_price = st.target_price = None
         st.pending = None
-        st.cooldown_left = st.params.cooldownBars
+        st.cooldown_left = st.strategy.cooldown_bars
 
     # ---- exchange execution (testnet/demo/live) ----------------------------------------
     def _check_exits_exchange(self, st: SymbolState, bar: Bar) -> None:
@@ -454,8 +495,8 @@ class Engine:
         pos = self.ledger.position(fill.symbol)
         if pos.size == 0:
             st.stop_price = st.target_price = None
-            st.cooldown_left = st.params.cooldownBars
-        elif order is not None and not order.reduce_only:
+            st.cooldown_left = st.strategy.cooldown_bars
+        elif order is not None and not order.reduce_only and order.stop_distance > 0:
             entry = pos.entry_price
             if pos.size > 0:
                 st.stop_price = st.instrument.round_price(entry - order.stop_distance, "down")
@@ -501,42 +542,141 @@ class Engine:
         st.bars_seen += 1
         if st.cooldown_left > 0:
             st.cooldown_left -= 1
-        close_f = float(bar.close)
-        fast = st.ema_fast.update(close_f)
-        slow = st.ema_slow.update(close_f)
-        sigma = st.vol.update(close_f)
-        atr = st.atr.update(float(bar.high), float(bar.low), close_f)
-        st.closes.append(close_f)
-        if day != self.day:
+        if self.scanner is not None:
+            self.scanner.on_bar(symbol, bar)
+        result = st.strategy.on_bar(bar, self._view(st))
+        self._after_market_event(st, day, bar)
+        self._decide(st, result)
+
+    def _after_market_event(self, st: SymbolState, day: int | None = None, bar: Bar | None = None) -> None:
+        if day is not None and day != self.day:
             self.day = day
             self.day_start_equity = self.equity()
         eq = self.equity()
         if eq > self.peak_equity and self.hard_stop_at is None:
             self.peak_equity = eq
-        self._safety_step(st, bar, sigma, eq)
+        if bar is not None:  # the safety features evaluate per candle
+            self._safety_step(st, bar, st.strategy.volatility(), eq)
         self._evaluate_risk()
         while self.order_times and self.order_times[0] <= self.now_ms - 60_000:
             self.order_times.popleft()
-        self._decide(st, fast, slow, sigma, atr)
 
-    def _decide(self, st: SymbolState, fast: float, slow: float, sigma: float, atr: float) -> None:
+    def on_book(self, symbol: str, top: BookTop) -> None:
+        """A top-of-book update of ``symbol`` (live order book or recorded frames).
+
+        Book-driven strategies (``uses_book``): the mark becomes the mid, the strategy
+        decides on it and its orders fill at once as takers at the touch (ask for a
+        buy, bid for a sell, worsened by the slippage). Other strategies only
+        remember it (e.g. impulse's spread filter); their marks stay candle closes.
+        A crossed or non-positive top is dropped and counted (``bad_book``)."""
+        st = self.symbols[symbol]
+        if top.bid <= 0 or top.ask <= 0 or top.ask < top.bid:
+            self.dropped["bad_book"] += 1
+            return
+        st.book = top
+        result = st.strategy.on_book(top, self._view(st))
+        if not st.strategy.uses_book:
+            return
+        self.now_ms = max(self.now_ms, top.ts_ms)
+        if self.day is None:
+            self.day = top.ts_ms // 86_400_000
+        st.mark = top.mid
+        self._after_market_event(st, top.ts_ms // 86_400_000)
+        self._decide(st, result)
+        if self.executor is None and st.pending is not None:
+            self._execute_at(st, top.ask if st.pending.side == "Buy" else top.bid, top.ts_ms)
+
+    def on_trade(self, symbol: str, ts_ms: int, price: Decimal, qty: Decimal, side: str) -> None:
+        """A public trade of ``symbol`` (``side`` of the taker); book-driven strategies
+        may act on it (fills at the current book top, as in :meth:`on_book`)."""
+        st = self.symbols[symbol]
+        result = st.strategy.on_trade(ts_ms, price, qty, side, self._view(st))
+        if result is None or not st.strategy.uses_book or st.book is None:
+            return
+        self.now_ms = max(self.now_ms, ts_ms)
+        self._after_market_event(st, ts_ms // 86_400_000)
+        self._decide(st, result)
+        if self.executor is None and st.pending is not None:
+            self._execute_at(st, st.book.ask if st.pending.side == "Buy" else st.book.bid, ts_ms)
+
+    def on_funding(self, symbol: str, rate: Decimal, ts_ms: int, next_funding_ms: int | None = None) -> None:
+        """A settled funding rate of ``symbol`` (fraction per interval, > 0: longs pay
+        shorts; Bybit https://bybit-exchange.github.io/docs/v5/market/history-fund-rate).
+        The position pays or receives ``size * mark * rate`` USDT (booked in
+        ``self.funding``); then the strategy may act on the new rate."""
+        st = self.symbols[symbol]
+        pos = self.ledger.positions.get(symbol)
+        if pos is not None and pos.size != 0 and st.mark is not None:
+            amount = -(pos.size * st.mark * rate)
+            self.funding += amount
+            self.funding_events.append((ts_ms, symbol, rate, amount))
+        self.now_ms = max(self.now_ms, ts_ms)
+        result = st.strategy.on_funding(rate, ts_ms, next_funding_ms, self._view(st))
+        if result is not None:
+            self._decide(st, result)
+
+    def on_leg_bar(self, symbol: str, leg: str, bar: Bar) -> None:
+        """A closed candle of the spot leg of ``symbol`` (two-leg strategies). Feed it
+        before the perpetual's candle of the same open time: a leg order then fills
+        at this candle's open when the perpetual's order fills at its open."""
+        st = self.symbols[symbol]
+        st.leg_fed = True
+        st.leg_open = bar.open
+        st.leg_mark = bar.close
+        result = st.strategy.on_leg_bar(leg, bar, self._view(st))
+        if result is not None:
+            self._decide(st, result)
+
+    def _view(self, st: SymbolState) -> PositionView:
+        pos = self.ledger.positions.get(st.symbol)
+        leg = self.ledger.positions.get(f"{st.symbol}.SPOT")
+        return PositionView(pos.size if pos else ZERO, pos.entry_price if pos else ZERO,
+                            st.pending is not None or st.leg_pending is not None,
+                            leg.size if leg else ZERO, self.taker_fee, self.spec.category == "spot")
+
+    def _decide(self, st: SymbolState, result) -> None:
+        """Act on what the strategy answered (an OrderIntent, a reason code or None)."""
         pos = self.ledger.position(st.symbol)
-        warm = not (math.isnan(fast) or math.isnan(slow) or math.isnan(sigma) or math.isnan(atr)) \
-            and len(st.closes) == st.closes.maxlen
-        if pos.size != 0:
-            # Manage the open position: exit on a trend flip (exits are never gated).
-            if warm and st.pending is None and ((pos.size > 0 and fast < slow) or (pos.size < 0 and fast > slow)):
-                self._queue(st, "Sell" if pos.size > 0 else "Buy", abs(pos.size), True, "TREND_FLIP")
+        if isinstance(result, OrderIntent) and result.reduce_only:
+            # Exits are never gated; at most one order in flight per symbol.
+            if st.pending is None and st.leg_pending is None:
+                self._queue_intent(st, result)
             st.last_reason = ""
             return
-        reason = self._entry_block(st, warm)
+        if result is None or (pos.size != 0 and not st.strategy.adds_to_position):
+            st.last_reason = ""
+            return
+        reason = self._entry_block(st, st.strategy.warm)
         if reason is None:
-            reason = self._try_entry(st, fast, slow, sigma, atr)
+            reason = result if isinstance(result, str) else self._try_entry(st, result)
         st.last_reason = reason or ""
         if reason:
             self.reasons[reason] += 1
             if reason not in (R_NO_SIGNAL, R_WARMING_UP, R_COOLDOWN, R_PENDING):
                 self.safety.decisions.add(self.now_ms, st.symbol, "", "blocked", reason, self._flags(st))
+
+    def _queue_intent(self, st: SymbolState, it: OrderIntent) -> Order:
+        """Queue a reduce-only intent (its size defaults to the whole position)."""
+        lpos = self.ledger.positions.get(f"{st.symbol}.SPOT")
+        if (it.leg == "spot" or it.hedge) and lpos is not None and lpos.size != 0:
+            qty = it.qty if it.qty is not None and it.leg == "spot" else abs(lpos.size)
+            self._queue_leg(st, "Sell" if lpos.size > 0 else "Buy", qty, True, it.reason)
+        if it.leg == "spot":
+            return None
+        pos = self.ledger.position(st.symbol)
+        if pos.size == 0:
+            return None
+        qty = min(it.qty, abs(pos.size)) if it.qty is not None else abs(pos.size)
+        return self._queue(st, it.side, qty, True, it.reason)
+
+    def _queue_leg(self, st: SymbolState, side: str, qty: Decimal, reduce_only: bool, reason: str) -> Order:
+        self.order_seq += 1
+        link = self.link_ids() if self.link_ids is not None else f"{self.name[:20]}-{self.order_seq}"[:36]
+        order = Order(link, f"{st.symbol}.SPOT", side, qty, reduce_only, reason, self.now_ms)
+        st.leg_pending = order
+        self.orders_sent += 1
+        self.order_times.append(self.now_ms)
+        return order
 
     def _entry_block(self, st: SymbolState, warm: bool) -> str | None:
         if self.policy is None:
@@ -552,9 +692,11 @@ class Engine:
         safety_block = self._safety_block(st)
         if safety_block:
             return safety_block
+        if self.scanner is not None and st.symbol in self.scanner.windows and st.symbol not in (self.scanner.picks or ()):
+            return R_NOT_PICKED
         if self.risk_state == api.RISK_SOFT_BRAKE and self.policy.softBrakeSizeFactor == 0:
             return R_SOFT_BRAKE
-        if st.pending is not None:
+        if st.pending is not None or st.leg_pending is not None:
             return R_PENDING
         if not warm:
             return R_WARMING_UP
@@ -562,18 +704,15 @@ class Engine:
             return R_COOLDOWN
         return None
 
-    def _try_entry(self, st: SymbolState, fast: float, slow: float, sigma: float, atr: float) -> str | None:
-        p = st.params
-        ret = math.log(st.closes[-1] / st.closes[0])
-        threshold = p.impulseThreshold * sigma * math.sqrt(p.impulseLookback)
-        if fast > slow and ret > threshold:
-            side = "Buy"
-        elif fast < slow and ret < -threshold:
-            if self.spec.category == "spot":
-                return R_SPOT_NO_SHORT
-            side = "Sell"
-        else:
-            return R_NO_SIGNAL
+    def _try_entry(self, st: SymbolState, it: OrderIntent) -> str | None:
+        """Gate and size an entry intent (order rate, open positions, notional and
+        leverage room, minimum order) and queue it; returns the refusal reason."""
+        side = it.side
+        pos = self.ledger.position(st.symbol)
+        if (it.hedge or it.leg) and self.executor is not None:
+            return R_LEG_ON_EXCHANGE  # spot legs are paper-only for now
+        if side == "Sell" and self.spec.category == "spot" and it.leg is None and pos.size <= 0:
+            return R_SPOT_NO_SHORT
         pol = self.policy
         assert pol is not None
         if len(self.order_times) >= pol.maxOrdersPerMinute:
@@ -582,22 +721,30 @@ class Engine:
         # entries sent but not filled yet count as open (several symbols decide on one candle)
         pending = [s for s in self.symbols.values()
                    if s.pending is not None and not s.pending.reduce_only and self.ledger.position(s.symbol).size == 0]
-        if len(self.ledger.open_positions()) + len(pending) >= pol.maxOpenPositions:
+        if pos.size == 0 and len(self.ledger.open_positions()) + len(pending) >= pol.maxOpenPositions:
             return R_MAX_POSITIONS
         price = st.mark
         assert price is not None
         equity = self.equity()
         size_factor = pol.softBrakeSizeFactor if self.risk_state == api.RISK_SOFT_BRAKE else Decimal(1)
-        stop_distance = Decimal(repr(p.stopLossAtr * atr)) * self._stop_multiplier(st, sigma)
-        target_distance = Decimal(repr(p.takeProfitAtr * atr))
-        if stop_distance <= 0:
-            return R_NO_SIGNAL
-        risk_usdt = equity * self._risk_fraction(p.riskPerTradeFraction) * size_factor
-        qty = risk_usdt / stop_distance
+        stop_distance = it.stop_distance
+        if stop_distance > 0:  # volatility regimes widen the stop (multiplier 1 when off)
+            stop_distance = stop_distance * self._stop_multiplier(st, st.strategy.volatility())
+        if it.qty is not None:
+            qty = it.qty * size_factor
+        elif it.notional_usdt is not None:
+            qty = it.notional_usdt * size_factor / price
+        else:
+            if stop_distance <= 0:
+                return R_NO_SIGNAL
+            risk_usdt = equity * self._risk_fraction(it.risk_fraction) * size_factor
+            qty = risk_usdt / stop_distance
         leverage = min(self.spec.maxLeverage, pol.maxLeverage, st.instrument.max_leverage)
         room = equity * leverage - self.ledger.gross_notional(self.marks()) \
             - sum((s.pending.qty * s.mark for s in pending if s.mark is not None), ZERO)
         cap = min(pol.maxPositionNotionalUsdt, room)
+        if pos.size != 0 and (pos.size > 0) == (side == "Buy"):
+            cap = min(pol.maxPositionNotionalUsdt - pos.notional(price), room)
         if cap <= 0:
             return R_NOTIONAL
         cap = self._order_cap(cap)
@@ -606,8 +753,23 @@ class Engine:
         if qty < st.instrument.min_order_qty or qty * price < st.instrument.min_notional:
             self._reject(st, side, R_MIN_ORDER)
             return R_MIN_ORDER
-        if self._queue(st, side, qty, False, "IMPULSE_ENTRY", stop_distance, target_distance) is None:
+        leg_qty = None
+        if it.hedge:
+            leg_inst = st.leg_instrument or st.instrument
+            leg_qty = leg_inst.round_qty(qty)
+            if it.max_leg_imbalance is not None and qty > 0 and \
+                    abs(qty - leg_qty) / max(qty, leg_qty) > Decimal(repr(it.max_leg_imbalance)):
+                self.rejects[R_LEG_IMBALANCE] += 1
+                return R_LEG_IMBALANCE
+            if leg_qty <= 0:
+                self.rejects[R_MIN_ORDER] += 1
+                return R_MIN_ORDER
+        if it.leg == "spot":
+            self._queue_leg(st, side, qty, False, it.reason)
+        elif self._queue(st, side, qty, False, it.reason, stop_distance, it.target_distance) is None:
             return self.safety.last_reject
+        if leg_qty is not None:
+            self._queue_leg(st, "Sell" if side == "Buy" else "Buy", leg_qty, False, it.reason + "_HEDGE")
         st.entry_orders += 1
         return None
 

@@ -194,6 +194,13 @@ def test_invalid_example_is_rejected(crds, namespace: str, filename: str, field:
         ({"marketData": {"replay": {"interval": "15"}}}, ["spec.marketData.replay.interval"]),
         ({"execution": {"slippageBps": 501}}, ["spec.execution.slippageBps"]),
         ({"params": {"riskPerTradeFraction": 0.5}}, ["spec.params.riskPerTradeFraction"]),
+        ({"params": {"maxVolatilityPercentile": 100}}, ["spec.params.maxVolatilityPercentile"]),
+        ({"strategy": "martingale"}, ["spec.strategy", "supported values"]),
+        ({"strategy": "grid", "params": {"grid": {"levels": 500}}}, ["spec.params.grid.levels", "200"]),
+        ({"params": {"grid": {}}}, ["spec.params.grid", "only allowed when spec.strategy is 'grid'"]),
+        ({"strategy": "scalping", "params": {"scalping": {"imbalanceThreshold": 1}}},
+         ["spec.params.scalping.imbalanceThreshold"]),
+        ({"scanner": {"universe": ["BTCUSDT"], "topN": 2}}, ["spec.scanner.topN"]),
     ],
     ids=lambda v: json.dumps(v, separators=(",", ":")) if isinstance(v, dict) else v[0],
 )
@@ -206,6 +213,22 @@ def test_unknown_fields_are_rejected(crds, namespace: str) -> None:
     obj = strategy("typo")
     obj["spec"]["params"] = {"emaFast": 5}
     assert_rejected(crds, namespace, obj, 'unknown field "spec.params.emaFast"')
+
+
+def test_unknown_strategy_parameters_are_rejected(crds, namespace: str) -> None:
+    obj = strategy("typo-grid")
+    obj["spec"]["strategy"] = "grid"
+    obj["spec"]["params"] = {"grid": {"level": 5}}
+    assert_rejected(crds, namespace, obj, 'unknown field "spec.params.grid.level"')
+
+
+def test_every_strategy_example_is_accepted(crds, namespace: str) -> None:
+    apply(crds, namespace, "-k", str(EXAMPLES / "strategies"))
+    out = crds.kubectl("get", "-n", namespace, "hts", "-o", "jsonpath={.items[*].spec.strategy}")
+    assert {"momentum", "grid", "scalping", "funding_harvest", "basis_arbitrage", "impulse"} <= set(out.stdout.split())
+    # the API server filled the sub-object defaults from the generated schema
+    grid = json.loads(crds.kubectl("get", "-n", namespace, "hts", "sol-grid", "-o", "json").stdout)
+    assert grid["spec"]["params"]["grid"]["levels"] == 11 and grid["spec"]["params"]["grid"]["levelNotionalUsdt"] == 300
 
 
 def test_strategy_name_length_is_bounded(crds, namespace: str) -> None:
@@ -286,7 +309,7 @@ def test_defaults_are_applied(crds, namespace: str) -> None:
     # the API server's defaults must be the worker's defaults
     from hean.worker.config import ImpulseParams
 
-    assert spec["params"] == ImpulseParams().model_dump()
+    assert spec["params"] == ImpulseParams().model_dump(exclude_none=True)
     assert spec["marketData"] == {
         "source": "replay", "replay": {"interval": "1", "speed": 600, "loop": False},
     }

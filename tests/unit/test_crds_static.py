@@ -91,7 +91,7 @@ STATUS_KEYS = {
         "riskState", "riskReasons", "tradingActive", "equity", "realizedPnl",
         "unrealizedPnl", "fees", "pnl", "drawdownPercent", "openPositions",
         "positions", "trades", "orders", "lastHeartbeat", "notTradingReasons",
-        "replay", "workerObservedGeneration", "riskGovernor",
+        "replay", "workerObservedGeneration", "riskGovernor", "scanner",
     },
     "RiskPolicy": {"observedGeneration", "conditions", "strategies", "worstState", "states"},
     "SymbolQuarantine": {
@@ -262,7 +262,13 @@ CEL_MIRRORS: dict[str, CelMirror] = {
         lambda s: ("expiresAt" in s) != ("ttlSeconds" in s),
     "(self.operator in ['In', 'NotIn']) == (has(self.values) && size(self.values) > 0)":
         lambda s: (s["operator"] in ("In", "NotIn")) == bool(s.get("values")),
+    "!has(self.topN) || self.topN <= size(self.universe)":
+        lambda s: "topN" not in s or s["topN"] <= len(s["universe"]),
 }
+for _key, _name in (("momentum", "momentum"), ("grid", "grid"), ("scalping", "scalping"),
+                    ("fundingHarvest", "funding_harvest"), ("basisArbitrage", "basis_arbitrage")):
+    CEL_MIRRORS[f"!has(self.params) || !has(self.params.{_key}) || self.strategy == '{_name}'"] = (
+        lambda s, k=_key, n=_name: k not in (s.get("params") or {}) or s["strategy"] == n)
 
 
 def norm_rule(rule: str) -> str:
@@ -536,7 +542,7 @@ def test_trading_strategy_defaults_match_design() -> None:
     # the API server's defaults must be the worker's defaults
     from hean.worker.config import ImpulseParams
 
-    assert spec["params"] == ImpulseParams().model_dump()
+    assert spec["params"] == ImpulseParams().model_dump(exclude_none=True)
     assert spec["marketData"] == {
         "source": "replay",
         "replay": {"interval": "1", "speed": 600, "loop": False},
@@ -654,7 +660,13 @@ def test_invalid_example_is_rejected(name: str, obj: dict, field: str) -> None:
         ({"capital": 1e9}, True),
         ({"capital": 1e9 + 1}, False),
         ({"category": "inverse"}, False),
-        ({"strategy": "grid"}, False),
+        ({"strategy": "martingale"}, False),
+        ({"strategy": "grid", "params": {"grid": {"levels": 50}}}, True),
+        ({"strategy": "grid", "params": {"grid": {"levels": 201}}}, False),
+        ({"strategy": "impulse", "params": {"grid": {}}}, False),  # another strategy's block
+        ({"strategy": "scalping", "params": {"scalping": {"imbalanceThreshold": 1.0}}}, False),
+        ({"strategy": "momentum", "scanner": {"universe": ["BTCUSDT"], "topN": 2}}, False),
+        ({"strategy": "momentum", "scanner": {"universe": ["BTCUSDT", "ETHUSDT"], "topN": 2}}, True),
         ({"marketData": {"replay": {"interval": "15"}}}, False),
         ({"marketData": {"source": "live"}}, True),
     ],
@@ -802,3 +814,47 @@ def test_chart_values_validate_against_values_schema() -> None:
                 {"liveTrading": {"enabled": "yes"}},
                 {"worker": {"typo": 1}}):
         assert list(cls(schema).iter_errors({**values, **bad})), bad
+
+
+@pytest.mark.parametrize("path", sorted((EXAMPLES / "strategies").glob("*.yaml")), ids=lambda p: p.name)
+def test_strategy_examples_pass_the_crd_and_the_typed_params(path: Path) -> None:
+    """examples/strategies/: one manifest per strategy; each passes the CRD schema
+    with its CEL rules and the operator's typed-params gate."""
+    from hean.operator import reconcile as rc
+    from hean.worker.config import StrategySpec
+
+    (obj,) = load_docs(path)
+    assert check_object(obj) == []
+    assert rc.admit(obj["spec"], rc.OperatorConfig()).ok
+    StrategySpec.model_validate(obj["spec"])
+
+
+def test_every_strategy_has_an_example_and_kustomization_lists_them() -> None:
+    names = {load_docs(p)[0]["spec"]["strategy"] for p in (EXAMPLES / "strategies").glob("*.yaml")}
+    assert names == {"impulse", "momentum", "grid", "scalping", "funding_harvest", "basis_arbitrage"}
+    kust = yaml.safe_load((EXAMPLES / "strategies" / "Kustomization").read_text())
+    assert sorted(kust["resources"]) == sorted(p.name for p in (EXAMPLES / "strategies").glob("*.yaml"))
+
+
+def test_params_sub_schemas_match_the_pydantic_models() -> None:
+    """spec.params.<strategy> in the CRD is generated from the typed models by
+    hack/gen_params_schema.py; regenerate it when a model changes."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gen_params_schema", ROOT / "hack" / "gen_params_schema.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    params = root_schema("TradingStrategy")["properties"]["spec"]["properties"]["params"]["properties"]
+    generated = mod.params_schemas()
+    assert set(generated) == {"momentum", "grid", "scalping", "fundingHarvest", "basisArbitrage"}
+    for key, node in generated.items():
+        assert params[key] == node, key
+    # and the impulse gates' flat fields carry the models' bounds and defaults
+    from hean.worker.strategies import ImpulseParams
+
+    for name, field in ImpulseParams.model_fields.items():
+        assert name in params, name
+        if field.default is not None:
+            assert params[name].get("default") == field.default, name
+        else:
+            assert "default" not in params[name], name

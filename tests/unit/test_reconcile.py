@@ -160,3 +160,34 @@ def test_operator_config_errors_name_the_variable(monkeypatch):
         monkeypatch.setenv("HEAN_WORKER_STATUS_INTERVAL", bad)
         with pytest.raises(ValueError, match="HEAN_WORKER_STATUS_INTERVAL must be a positive number"):
             config_from_env()
+
+
+def test_invalid_params_give_ready_false_naming_the_field_and_keep_a_running_worker():
+    cfg = rc.OperatorConfig()
+    bad = strategy(strategy="grid", params={"grid": {"lowerPrice": 120, "upperPrice": 100}})
+    adm = rc.admit(bad["spec"], cfg)
+    assert not adm.ok and adm.reason == "InvalidParams" and adm.keep_worker
+    assert "spec.params.grid.lowerPrice (120.0) must be less than spec.params.grid.upperPrice (100.0)" in adm.message
+    # no worker is created for it; a running worker stays (it keeps its last good parameters)
+    assert rc.pod_action(bad, None, adm, True, 0, None, NOW).kind == "none"
+    assert rc.pod_action(bad, ready_pod(strategy(strategy="grid")), adm, True, 0, None, NOW).kind == "none"
+    status = rc.strategy_status(bad, adm, {"metadata": {"name": "default"}}, None, 0, NOW)
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "InvalidParams"
+    assert "spec.params.grid.lowerPrice" in ready["message"]
+    # the transition is Event-worthy (the handler posts one Event per transition)
+    assert any(c["type"] == "Ready" and c["reason"] == "InvalidParams" for c in rc.condition_transitions([], status["conditions"]))
+    # bounds, unknown fields, another strategy's block, the scanner
+    assert "spec.params.scalping.maxOrdersPerMinute: Input should be less than or equal to 6000" in rc.admit(
+        strategy(strategy="scalping", params={"scalping": {"maxOrdersPerMinute": 10_000}})["spec"], cfg).message
+    assert "spec.params.momentum.lookback: Extra inputs are not permitted" in rc.admit(
+        strategy(strategy="momentum", params={"momentum": {"lookback": 5}})["spec"], cfg).message
+    assert "spec.params.grid: only allowed when spec.strategy is 'grid'" in rc.admit(
+        strategy(params={"grid": {}})["spec"], cfg).message
+    assert "spec.scanner.universe: ETHUSDT not in spec.symbols" in rc.admit(
+        strategy(scanner={"universe": ["BTCUSDT", "ETHUSDT"], "topN": 1})["spec"], cfg).message
+    assert "spec.scanner.topN (3) must be at most the universe size (1)" in rc.admit(
+        strategy(scanner={"universe": ["BTCUSDT"], "topN": 3})["spec"], cfg).message
+    for name, key in (("momentum", "momentum"), ("grid", "grid"), ("scalping", "scalping"),
+                      ("funding_harvest", "fundingHarvest"), ("basis_arbitrage", "basisArbitrage")):
+        assert rc.admit(strategy(strategy=name, params={key: {}})["spec"], cfg).ok, name

@@ -59,6 +59,14 @@ class LiveFeed:
         self.socket = ManagedSocket(category, topics, self._from_thread, backoff_base=backoff_base, name="market-data")
         self.books = {s: make_book(s, (instruments or {}).get(s)) for s in self.symbols}
         self.last_price: dict[str, Decimal] = {}
+        # strategy hooks (hean.worker.strategies): on_book(symbol, book, ts_ms) after each
+        # applied book frame; on_funding(symbol, rate, settled_ms, next_ms) when a
+        # ticker's nextFundingTime moves on (the last fundingRate was settled).
+        self.on_book = None
+        self.on_trade = None  # on_trade(symbol, ts_ms, price, qty, taker side)
+        self.on_funding = None
+        self.funding_rate: dict[str, Decimal] = {}
+        self.next_funding_ms: dict[str, int] = {}
         self.counters: Counter = Counter()  # gaps, resyncs, stale, frames, bars, subscribe_failures
         self.last_frame = time.monotonic()
         self.stale = False
@@ -108,13 +116,42 @@ class LiveFeed:
                 self.counters["resyncs"] += 1
                 log.warning("order book gap (%s): re-subscribing for a new snapshot", e)
                 self.socket.request_reconnect()
+                return
+            if self.on_book is not None and book.valid:
+                self.on_book(sym, book, int(msg.get("ts") or 0))
         elif kind == "publicTrade":
             for t in msg.get("data") or []:
                 self.last_price[t["s"]] = Decimal(t["p"])
+                if self.on_trade is not None:
+                    try:
+                        ts, qty = int(t.get("T") or 0), Decimal(t["v"])
+                    except (KeyError, ValueError, ArithmeticError):
+                        self.counters["bad_trade"] += 1  # dropped and counted
+                        continue
+                    self.on_trade(t["s"], ts, Decimal(t["p"]), qty, str(t.get("S", "")))
         elif kind == "tickers":
             d = msg.get("data") or {}
             if d.get("lastPrice"):
                 self.last_price[d.get("symbol", rest)] = Decimal(d["lastPrice"])
+            self._funding_tick(d.get("symbol", rest), d)
+
+    def _funding_tick(self, sym: str, d: dict) -> None:
+        """Track ``fundingRate``/``nextFundingTime`` of a ticker (Bybit v5 tickers,
+        https://bybit-exchange.github.io/docs/v5/websocket/public/ticker); when the next
+        funding time moves forward, the previous rate was settled: report it."""
+        try:
+            nxt = int(d["nextFundingTime"]) if d.get("nextFundingTime") else None
+            rate = Decimal(d["fundingRate"]) if d.get("fundingRate") not in (None, "") else None
+        except (ValueError, ArithmeticError):
+            self.counters["bad_ticker"] += 1
+            return
+        prev = self.next_funding_ms.get(sym)
+        if nxt is not None:
+            if prev is not None and nxt > prev and sym in self.funding_rate and self.on_funding is not None:
+                self.on_funding(sym, self.funding_rate[sym], prev, nxt)
+            self.next_funding_ms[sym] = nxt
+        if rate is not None:
+            self.funding_rate[sym] = rate
 
     async def run(self) -> None:
         """Connect, then watch the connection and staleness forever."""

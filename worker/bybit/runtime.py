@@ -114,6 +114,19 @@ class Blocks:
             self.engine.blocked_reason = next((r for r in self.ORDER if r in self.active), None)
 
 
+def book_to_engine(engine, symbol: str, book, ts_ms: int) -> None:
+    """Hand the top of a live book (:class:`hean.worker.bybit.book.NativeBook` or
+    ``OrderBook``) to ``engine.on_book`` as a :class:`hean.worker.strategies.BookTop`,
+    sizes summed over ``spec.params.depthLevels`` levels (1 if the strategy has none)."""
+    from ..strategies import BookTop
+
+    depth = int(getattr(engine.spec.params, "depthLevels", 1))
+    bids, asks = book.levels("b", depth), book.levels("a", depth)
+    if bids and asks and hasattr(engine, "on_book"):
+        engine.on_book(symbol, BookTop(ts_ms, bids[0][0], asks[0][0], sum(q for _, q in bids),
+                                       sum(q for _, q in asks), depth))
+
+
 class LiveData:
     """The public feed for one engine (``spec.marketData.source: live``)."""
 
@@ -129,6 +142,20 @@ class LiveData:
                              instruments={s: st.instrument for s, st in engine.symbols.items()})
         self.bars = 0
         self.on_bar = None  # extra hook (the worker's cursor)
+        self.feed.on_book = self._on_book
+        self.feed.on_funding = self._on_funding
+        self.feed.on_trade = self._on_trade
+
+    def _on_trade(self, symbol, ts_ms: int, price, qty, side: str) -> None:
+        if hasattr(self.engine, "on_trade"):
+            self.engine.on_trade(symbol, ts_ms, price, qty, side)
+
+    def _on_book(self, symbol, book, ts_ms: int) -> None:
+        book_to_engine(self.engine, symbol, book, ts_ms)
+
+    def _on_funding(self, symbol, rate, settled_ms: int, next_ms: int) -> None:
+        if hasattr(self.engine, "on_funding"):
+            self.engine.on_funding(symbol, rate, settled_ms, next_ms)
 
     def _on_bar(self, symbol, bar) -> None:
         book = self.feed.books.get(symbol)  # RiskPolicy autoQuarantine.maxSpreadBps, checked once per candle

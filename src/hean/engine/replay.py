@@ -135,6 +135,21 @@ def _policy_dict(policy) -> dict[str, Any] | None:
     }
 
 
+def _check_native(spec) -> None:
+    """The C++ kernel implements ``impulse`` with its gates off and no scanner;
+    anything else must run on :class:`hean.worker.engine.Engine` (ValueError naming
+    what is not supported)."""
+    if getattr(spec, "strategy", "impulse") != "impulse":
+        raise ValueError(f"the native kernel implements spec.strategy 'impulse' only, not {spec.strategy!r}: "
+                         "use hean.worker.engine.Engine")
+    gates = spec.params.gates_on() if hasattr(spec.params, "gates_on") else []
+    if gates:
+        raise ValueError(f"the native kernel has no impulse gates; switched on: "
+                         f"{', '.join('spec.params.' + g for g in gates)}: use hean.worker.engine.Engine")
+    if getattr(spec, "scanner", None) is not None:
+        raise ValueError("the native kernel has no spec.scanner: use hean.worker.engine.Engine")
+
+
 class NativeEngine:
     """Drop-in native counterpart of :class:`hean.worker.engine.Engine`.
 
@@ -154,6 +169,7 @@ class NativeEngine:
 
     def __init__(self, name: str, spec, policy, instruments: Mapping[str, Any],
                  price_decimals: int | None = None) -> None:
+        _check_native(spec)
         self.name = name
         self.spec = spec
         self.policy = policy
@@ -191,6 +207,7 @@ class NativeEngine:
         """Engine.update_spec: a live-tunable spec change (params, paused, execution,
         maxLeverage); indicators are rebuilt only if a period changed. Structural
         fields (symbols, category, capital) need a new engine (ValueError)."""
+        _check_native(spec)
         if list(spec.symbols) != self.symbols or spec.category != self.spec.category or spec.capital != self.spec.capital:
             raise ValueError("symbols, category and capital are structural: build a new NativeEngine")
         p = spec.params
