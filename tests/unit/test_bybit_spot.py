@@ -20,6 +20,7 @@ from hean.worker.bybit.client import Rejected
 from hean.worker.bybit.runtime import Blocks, ExchangeRuntime, LiveData, fetch_instruments
 from hean.worker.config import RiskPolicySpec, StrategySpec
 from hean.worker.engine import R_SPOT_NO_SHORT, Engine
+from hean.worker.strategies import OrderIntent
 
 from test_bybit_execution import until
 
@@ -156,8 +157,8 @@ def test_a_spot_strategy_trades_and_reconciles_against_the_exchange(bybit_exchan
 def test_the_engine_does_not_short_spot(bybit_exchange):
     eng = spot_engine(bybit_exchange, "spotshort")
     st = eng.symbols["BTCUSDT"]
-    # a falling impulse below a falling trend: linear would sell, spot must not
-    st.closes.clear()
-    st.closes.extend([100.0, 90.0])
-    assert eng._try_entry(st, fast=1.0, slow=2.0, sigma=0.001, atr=1.0) == R_SPOT_NO_SHORT
+    # a short entry (what impulse sends on a falling impulse below a falling trend):
+    # linear would sell, spot must not
+    intent = OrderIntent(side="Sell", reason="IMPULSE_ENTRY", risk_fraction=0.005, stop_distance=Decimal(1))
+    assert eng._try_entry(st, intent) == R_SPOT_NO_SHORT
     assert st.pending is None and eng.orders_sent == 0
