@@ -42,6 +42,10 @@ class OperatorConfig:
     marketdata_mount_path: str = "/var/lib/hean/marketdata"
     live_trading_enabled: bool = False
     status_interval: float = 1.0
+    # Seconds without an answer from the Kubernetes API after which workers stop
+    # opening positions (env HEAN_WORKER_API_UNREACHABLE_SECONDS -> worker
+    # HEAN_API_UNREACHABLE_SECONDS).
+    api_unreachable_seconds: float = 30.0
     worker_resources: dict = field(default_factory=lambda: {
         "requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}})
     image_pull_policy: str = "IfNotPresent"
@@ -246,6 +250,7 @@ def desired_pod(strategy: dict, cfg: OperatorConfig) -> dict:
         {"name": "HEAN_HTTP_PORT", "value": "8080"},
         {"name": "HEAN_MARKETDATA_DIR", "value": cfg.marketdata_mount_path},
         {"name": "HEAN_STATUS_INTERVAL", "value": str(cfg.status_interval)},
+        {"name": "HEAN_API_UNREACHABLE_SECONDS", "value": str(cfg.api_unreachable_seconds)},
         {"name": "HEAN_LOG_LEVEL", "value": cfg.worker_log_level},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]

@@ -75,6 +75,7 @@ R_MIN_ORDER = "BELOW_MIN_ORDER"
 R_PENDING = "ORDER_PENDING"
 R_REPLAY_DONE = "REPLAY_FINISHED"
 R_NO_DATA = "MARKET_DATA_MISSING"
+R_API_UNREACHABLE = "API_UNREACHABLE"  # Kubernetes API unreachable too long: exits only
 
 # Risk reason codes (why the risk state is above NORMAL).
 RR_SOFT_DD = "SOFT_DRAWDOWN"
@@ -180,6 +181,9 @@ class Engine:
         self.executor = None
         self.link_ids = None
         self.blocked_reason: str | None = None  # e.g. EXCHANGE_NOT_RECONCILED, MARKET_DATA_STALE
+        # Set by the worker while the Kubernetes API has been unreachable for longer
+        # than HEAN_API_UNREACHABLE_SECONDS: no new entries, exits still act.
+        self.api_unreachable = False
 
     # ---- control changes -------------------------------------------------------
     def update_spec(self, spec: StrategySpec) -> None:
@@ -478,6 +482,8 @@ class Engine:
             return R_NO_POLICY
         if self.blocked_reason:
             return self.blocked_reason
+        if self.api_unreachable:
+            return R_API_UNREACHABLE
         if self.spec.paused:
             return R_PAUSED
         if self.risk_state == api.RISK_HARD_STOP:
@@ -549,6 +555,7 @@ class Engine:
 
     def trading_active(self) -> bool:
         """True if the engine could open a position now on at least one symbol."""
-        if self.policy is None or self.spec.paused or self.risk_state == api.RISK_HARD_STOP or self.blocked_reason:
+        if self.policy is None or self.spec.paused or self.risk_state == api.RISK_HARD_STOP or self.blocked_reason \
+                or self.api_unreachable:
             return False
         return any(not st.quarantined for st in self.symbols.values())
