@@ -504,7 +504,10 @@ def policy_status(policy: dict, strategies: list[dict], now: datetime) -> dict:
 def quarantine_status(q: dict, strategies: list[dict], now: datetime) -> dict:
     """SymbolQuarantine status: ``active`` (now before expiry), computed
     ``expiresAt``, how many strategies in its namespace trade the symbol and match
-    its selector, and an ``Active`` condition."""
+    its selector, an ``Active`` condition, and a ``Ready`` condition that is False
+    with reason ``NoMatchingStrategies`` while the quarantine applies to no
+    TradingStrategy (a cross-object problem the schema cannot see: a selector or
+    symbol that matches nothing blocks nothing)."""
     meta = q["metadata"]
     spec = q.get("spec") or {}
     expiry = quarantine_expiry(q)
@@ -517,6 +520,13 @@ def quarantine_status(q: dict, strategies: list[dict], now: datetime) -> dict:
         cond = condition("Active", True, "Active", f"new entries on {spec.get('symbol')} are blocked until {_fmt(expiry)}", gen)
     else:
         cond = condition("Active", False, "Expired", f"expired at {_fmt(expiry)}" if expiry else "no expiry", gen)
+    if affected:
+        ready = condition("Ready", True, "Applied",
+                          f"applies to {len(affected)} TradingStrategies trading {spec.get('symbol')}", gen)
+    else:
+        ready = condition("Ready", False, "NoMatchingStrategies",
+                          f"no TradingStrategy in namespace {meta.get('namespace')!r} trades {spec.get('symbol')} "
+                          "and matches spec.strategySelector: the quarantine blocks nothing", gen)
     old = (q.get("status") or {}).get("conditions")
     return {"observedGeneration": gen, "active": active, "expiresAt": _fmt(expiry) if expiry else None,
-            "affectedStrategies": len(affected), "conditions": merge_conditions(old, [cond], now)}
+            "affectedStrategies": len(affected), "conditions": merge_conditions(old, [cond, ready], now)}
