@@ -4,7 +4,7 @@ configured ``HEAN_API_UNREACHABLE_SECONDS`` (no new entries; exits still act),
 says so in ``/why`` and ``hean_worker_api_reachable``, and resumes once the API
 answers again; no worker restarts, statuses converge afterwards.
 
-Default suite: threshold 10 s, one 20 s outage. The full run (docs/reliability.md):
+Default suite: threshold 8 s, one 16 s outage. The full run (docs/reliability.md):
 
     HEAN_CHAOS_API_THRESHOLD=30 HEAN_CHAOS_API_OUTAGE=60 HEAN_CHAOS_API_RUNS=5 \\
         .venv/bin/python -m pytest -s tests/chaos/test_api_outage.py
@@ -30,8 +30,8 @@ from hean.testing.operatorproc import OperatorProcess
 
 pytestmark = pytest.mark.e2e
 
-THRESHOLD = float(os.environ.get("HEAN_CHAOS_API_THRESHOLD", "10"))
-OUTAGE = float(os.environ.get("HEAN_CHAOS_API_OUTAGE", "20"))
+THRESHOLD = float(os.environ.get("HEAN_CHAOS_API_THRESHOLD", "8"))
+OUTAGE = float(os.environ.get("HEAN_CHAOS_API_OUTAGE", "16"))
 RUNS = int(os.environ.get("HEAN_CHAOS_API_RUNS", "1"))
 SEED = int(os.environ.get("HEAN_CHAOS_SEED", "4"))
 GROUP, VERSION = "hean.io", "v1alpha1"
