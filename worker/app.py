@@ -137,6 +137,7 @@ class Worker:
         self.api_reachable = True
         self.api_unreachable_since: float | None = None  # unix seconds the worker went defensive
         self.api_outages = 0  # times the worker went defensive
+        self._api_resync: asyncio.Task | None = None
 
     # ---- Kubernetes API reachability ----------------------------------------------
     def api_contact(self) -> None:
@@ -149,26 +150,49 @@ class Worker:
 
     def check_api(self) -> bool:
         """Go defensive (``engine.api_unreachable``: no new entries, exits still act)
-        when the API server has not answered for ``api_unreachable_seconds``; resume
-        on the next answer. Returns whether the API counts as reachable."""
-        reachable = self.api_contact_age() <= self.settings.api_unreachable_seconds
-        if reachable != self.api_reachable:
-            self.api_reachable = reachable
-            if not reachable:
-                self.api_outages += 1
-                self.api_unreachable_since = time.time()
-                log.warning("Kubernetes API unreachable for %.1fs (> HEAN_API_UNREACHABLE_SECONDS=%s): "
-                            "no new entries until it is back; exits still act",
-                            self.api_contact_age(), self.settings.api_unreachable_seconds)
-            else:
-                lasted = time.time() - (self.api_unreachable_since or time.time())
-                self.api_unreachable_since = None
-                log.warning("Kubernetes API reachable again after %.1fs defensive; entries resume", lasted)
-                self._post(self.strategy_obj, "KubernetesApiReachable",
-                           f"the Kubernetes API was unreachable; entries were stopped for {lasted:.1f}s and resume now")
+        when the API server has not answered for ``api_unreachable_seconds``. When it
+        answers again, first re-list the strategy, RiskPolicies and
+        SymbolQuarantines (a pause, limit or quarantine set during the outage
+        applies before any new entry), then resume. Returns whether the API counts
+        as reachable."""
+        fresh = self.api_contact_age() <= self.settings.api_unreachable_seconds
+        if not fresh and self.api_reachable:
+            self.api_reachable = False
+            self.api_outages += 1
+            self.api_unreachable_since = time.time()
+            log.warning("Kubernetes API unreachable for %.1fs (> HEAN_API_UNREACHABLE_SECONDS=%s): "
+                        "no new entries until it is back; exits still act",
+                        self.api_contact_age(), self.settings.api_unreachable_seconds)
+        elif fresh and not self.api_reachable:
+            if self.strategies is None:  # no informers (not running): nothing to re-list
+                self._api_back()
+            elif self._api_resync is None:
+                self._api_resync = asyncio.get_running_loop().create_task(self._resync_after_outage())
         if self.engine is not None:
-            self.engine.api_unreachable = not reachable
-        return reachable
+            self.engine.api_unreachable = not self.api_reachable
+        return self.api_reachable
+
+    async def _resync_after_outage(self) -> None:
+        try:
+            timeout = min(5.0, max(1.0, self.settings.api_unreachable_seconds / 3))
+            for informer in (self.strategies, self.policies, self.quarantines):
+                await asyncio.wait_for(informer.relist(), timeout)
+            self.api_contact()
+            self._api_back()
+        except Exception as e:  # noqa: BLE001 - stay defensive; retried on the next check
+            log.warning("re-list after the API outage failed: %r", e)
+        finally:
+            self._api_resync = None
+
+    def _api_back(self) -> None:
+        lasted = time.time() - (self.api_unreachable_since or time.time())
+        self.api_reachable = True
+        self.api_unreachable_since = None
+        if self.engine is not None:
+            self.engine.api_unreachable = False
+        log.warning("Kubernetes API reachable again after %.1fs defensive; state re-listed, entries resume", lasted)
+        self._post(self.strategy_obj, "KubernetesApiReachable",
+                   f"the Kubernetes API was unreachable; entries were stopped for {lasted:.1f}s and resume now")
 
     async def api_watchdog(self) -> None:
         """Evaluate API reachability every 0.25 s (see :meth:`check_api`)."""

@@ -28,8 +28,6 @@ import pytest
 from hean.testing import wait_for
 from hean.testing.operatorproc import OperatorProcess
 
-pytestmark = pytest.mark.e2e
-
 THRESHOLD = float(os.environ.get("HEAN_CHAOS_API_THRESHOLD", "8"))
 OUTAGE = float(os.environ.get("HEAN_CHAOS_API_OUTAGE", "16"))
 RUNS = int(os.environ.get("HEAN_CHAOS_API_RUNS", "1"))
@@ -37,6 +35,9 @@ SEED = int(os.environ.get("HEAN_CHAOS_SEED", "4"))
 GROUP, VERSION = "hean.io", "v1alpha1"
 STRATEGIES = {"outage-btc": ["BTCUSDT"], "outage-eth": ["ETHUSDT", "SOLUSDT"]}
 EXITS = {"STOP_LOSS", "TAKE_PROFIT", "TREND_FLIP"}
+# Long opt-in runs need more than the suite's default 600 s timeout.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600 + RUNS * (THRESHOLD + OUTAGE + 90))]
+HTTP = httpx.Client(timeout=2)  # one client: no TLS context per request
 
 
 def pct(values: list[float], q: float) -> float:
@@ -90,10 +91,10 @@ def test_workers_go_defensive_during_an_api_outage_and_recover(hean_chaos_cluste
         assert env["HEAN_API_UNREACHABLE_SECONDS"] == str(THRESHOLD)  # the operator passed it through
 
         def why(name: str) -> dict:
-            return httpx.get(urls[name] + "/why", timeout=2).json()
+            return HTTP.get(urls[name] + "/why", timeout=2).json()
 
         def reachable_gauge(name: str) -> float:
-            for line in httpx.get(urls[name] + "/metrics", timeout=2).text.splitlines():
+            for line in HTTP.get(urls[name] + "/metrics", timeout=2).text.splitlines():
                 if line.startswith("hean_worker_api_reachable{"):
                     return float(line.rsplit(" ", 1)[1])
             raise AssertionError("hean_worker_api_reachable missing")
@@ -124,7 +125,7 @@ def test_workers_go_defensive_during_an_api_outage_and_recover(hean_chaos_cluste
                     if name not in defensive_at and not why(name)["apiReachable"]:
                         defensive_at[name] = time.monotonic() - t0
                         entries_at[name] = entries(name)
-                        fills_at[name] = len(httpx.get(urls[name] + "/ledger", timeout=2).json()["fills"])
+                        fills_at[name] = len(HTTP.get(urls[name] + "/ledger", timeout=2).json()["fills"])
                 time.sleep(0.1)
             for name in STRATEGIES:
                 w = why(name)
@@ -140,7 +141,7 @@ def test_workers_go_defensive_during_an_api_outage_and_recover(hean_chaos_cluste
             exits_during = {}
             for name in STRATEGIES:
                 assert entries(name) == entries_at[name], f"{name} opened a position while defensive"
-                fills = httpx.get(urls[name] + "/ledger", timeout=2).json()["fills"][fills_at[name]:]
+                fills = HTTP.get(urls[name] + "/ledger", timeout=2).json()["fills"][fills_at[name]:]
                 assert not [f for f in fills if f["reason"] == "IMPULSE_ENTRY"], fills
                 exits_during[name] = len([f for f in fills if f["reason"] in EXITS])
             assert any("API_UNREACHABLE" in r for r in codes.values()), codes

@@ -15,10 +15,10 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Mapping
-
-import httpx
 
 from .controlplane import free_port, pdeathsig_prefix, terminate_group
 
@@ -77,8 +77,9 @@ class OperatorProcess:
     def live(self) -> bool:
         """Whether kopf's liveness endpoint answers 200 now."""
         try:
-            return httpx.get(self.liveness_url, timeout=2).status_code == 200
-        except httpx.HTTPError:
+            with urllib.request.urlopen(self.liveness_url, timeout=2) as r:
+                return r.status == 200
+        except (urllib.error.URLError, OSError):
             return False
 
     def kill(self, sig: int = signal.SIGKILL, timeout: float = 20.0) -> int | None:
