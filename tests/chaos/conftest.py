@@ -20,6 +20,7 @@ def hean_chaos_cluster():
     with the CRDs installed; local harness only (skips with HEAN_E2E_KUBECONFIG)."""
     if os.environ.get("HEAN_E2E_KUBECONFIG"):
         pytest.skip("control-plane chaos stops kube-apiserver: local harness only")
+    from hean.testing import wait_for
     from hean.testing.controlplane import ControlPlane
     from hean.testing.nodeagent import NodeAgent
 
@@ -30,7 +31,10 @@ def hean_chaos_cluster():
         agent = NodeAgent(cp.kubeconfig, workdir=cp.workdir / "agent").start()
         cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
         for crd in ("tradingstrategies", "riskpolicies", "symbolquarantines"):
-            cp.kubectl("wait", "--for=condition=Established", f"crd/{crd}.hean.io", "--timeout=60s")
+            # `kubectl wait` fails outright while a new CRD has no conditions yet.
+            wait_for(lambda: cp.kubectl("wait", "--for=condition=Established", f"crd/{crd}.hean.io",
+                                        "--timeout=30s", check=False).returncode == 0,
+                     90, interval=0.5, message=f"CRD {crd}.hean.io Established")
         yield SimpleNamespace(cp=cp, agent=agent, kubeconfig=cp.kubeconfig, kubectl=cp.kubectl)
     finally:
         if agent is not None:

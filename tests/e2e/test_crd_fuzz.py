@@ -68,7 +68,10 @@ def report():
 def crds(kube):
     kube.kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=hean-crds", "-f", str(CRD_DIR))
     for plural, _ in KINDS.values():
-        kube.kubectl("wait", "--for=condition=Established", f"crd/{plural}.{GROUP}", "--timeout=60s")
+        # `kubectl wait` fails outright while a new CRD has no conditions yet.
+        wait_for(lambda: kube.kubectl("wait", "--for=condition=Established", f"crd/{plural}.{GROUP}",
+                                      "--timeout=30s", check=False).returncode == 0,
+                 90, interval=0.5, message=f"CRD {plural}.{GROUP} Established")
     return kube
 
 
