@@ -168,7 +168,9 @@ def test_workers_go_defensive_during_an_api_outage_and_recover(hean_chaos_cluste
             p = core.read_namespaced_pod(f"{name}-worker", ns)
             assert p.metadata.uid == pods[name].metadata.uid
             assert sum(cs.restart_count for cs in p.status.container_statuses) == 0
-            wait_for(lambda: ready(name), 60, message=f"{name} Ready after the outages")
+            wait_for(lambda: ready(name), 60, message=lambda: f"{name} Ready after the outages: " + json.dumps(
+                custom.get_namespaced_custom_object(GROUP, VERSION, ns, "tradingstrategies", name)
+                .get("status", {}).get("conditions"))[:800])
 
             def converged() -> bool:
                 st = custom.get_namespaced_custom_object(GROUP, VERSION, ns, "tradingstrategies", name)["status"]
