@@ -4,7 +4,7 @@ configured ``HEAN_API_UNREACHABLE_SECONDS`` (no new entries; exits still act),
 says so in ``/why`` and ``hean_worker_api_reachable``, and resumes once the API
 answers again; no worker restarts, statuses converge afterwards.
 
-Default suite: threshold 8 s, one 16 s outage. The full run (docs/reliability.md):
+Default suite: threshold 6 s, one 12 s outage. The full run (docs/reliability.md):
 
     HEAN_CHAOS_API_THRESHOLD=30 HEAN_CHAOS_API_OUTAGE=60 HEAN_CHAOS_API_RUNS=5 \\
         .venv/bin/python -m pytest -s tests/chaos/test_api_outage.py
@@ -28,8 +28,8 @@ import pytest
 from hean.testing import wait_for
 from hean.testing.operatorproc import OperatorProcess
 
-THRESHOLD = float(os.environ.get("HEAN_CHAOS_API_THRESHOLD", "8"))
-OUTAGE = float(os.environ.get("HEAN_CHAOS_API_OUTAGE", "16"))
+THRESHOLD = float(os.environ.get("HEAN_CHAOS_API_THRESHOLD", "6"))
+OUTAGE = float(os.environ.get("HEAN_CHAOS_API_OUTAGE", "12"))
 RUNS = int(os.environ.get("HEAN_CHAOS_API_RUNS", "1"))
 SEED = int(os.environ.get("HEAN_CHAOS_SEED", "4"))
 GROUP, VERSION = "hean.io", "v1alpha1"

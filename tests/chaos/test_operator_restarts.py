@@ -7,7 +7,7 @@ strategy's current uid, spec-hash of its current structural spec), no orphaned o
 extra worker pods, and converged status (``observedGeneration`` = generation,
 ``Ready=True``, ``workerPod``). The operator never exits on its own.
 
-Default suite: 1 run of 8 operations and 3 operator restarts. The full run
+Default suite: 1 run of 6 operations and 2 operator restarts (SIGKILL, SIGTERM). The full run
 (docs/reliability.md):
 
     HEAN_CHAOS_OPERATOR_RUNS=20 HEAN_CHAOS_OPERATOR_OPS=12 \\
@@ -34,8 +34,8 @@ from hean.testing import wait_for
 from hean.testing.operatorproc import OperatorProcess
 
 RUNS = int(os.environ.get("HEAN_CHAOS_OPERATOR_RUNS", "1"))
-OPS = int(os.environ.get("HEAN_CHAOS_OPERATOR_OPS", "8"))
-KILLS = int(os.environ.get("HEAN_CHAOS_OPERATOR_KILLS", "3"))
+OPS = int(os.environ.get("HEAN_CHAOS_OPERATOR_OPS", "6"))
+KILLS = int(os.environ.get("HEAN_CHAOS_OPERATOR_KILLS", "2"))
 SEED = int(os.environ.get("HEAN_CHAOS_SEED", "3"))
 CONVERGE_SECONDS = float(os.environ.get("HEAN_CHAOS_CONVERGE_SECONDS", "180"))
 GROUP, VERSION = "hean.io", "v1alpha1"
