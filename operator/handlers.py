@@ -39,7 +39,8 @@ def config_from_env() -> rc.OperatorConfig:
 
     Raises ValueError naming the variable and what it must be if
     ``HEAN_WORKER_RESOURCES`` is not a JSON object or ``HEAN_WORKER_STATUS_INTERVAL`` is
-    not a positive number of seconds.
+    not a positive number of seconds, or ``HEAN_WORKER_API_UNREACHABLE_SECONDS`` (passed
+    to workers as ``HEAN_API_UNREACHABLE_SECONDS``) is not a positive number of seconds.
     """
     d = rc.OperatorConfig()
     resources = d.worker_resources
@@ -58,12 +59,21 @@ def config_from_env() -> rc.OperatorConfig:
         interval = -1.0
     if not interval > 0:
         raise ValueError(f"HEAN_WORKER_STATUS_INTERVAL must be a positive number of seconds, got {raw_interval!r}")
+    raw_unreachable = os.environ.get("HEAN_WORKER_API_UNREACHABLE_SECONDS", str(d.api_unreachable_seconds))
+    try:
+        unreachable = float(raw_unreachable)
+    except ValueError:
+        unreachable = -1.0
+    if not 0 < unreachable < float("inf"):
+        raise ValueError("HEAN_WORKER_API_UNREACHABLE_SECONDS must be a positive number of seconds, "
+                         f"got {raw_unreachable!r}")
     return rc.OperatorConfig(
         worker_image=os.environ.get("HEAN_WORKER_IMAGE", d.worker_image),
         marketdata_host_path=os.environ.get("HEAN_MARKETDATA_HOST_PATH", d.marketdata_host_path),
         marketdata_mount_path=os.environ.get("HEAN_MARKETDATA_MOUNT_PATH", d.marketdata_mount_path),
         live_trading_enabled=os.environ.get("HEAN_LIVE_TRADING_ENABLED", "false").lower() in ("1", "true", "yes"),
         status_interval=interval,
+        api_unreachable_seconds=unreachable,
         worker_resources=resources,
         image_pull_policy=os.environ.get("HEAN_WORKER_IMAGE_PULL_POLICY", d.image_pull_policy),
         worker_log_level=os.environ.get("HEAN_WORKER_LOG_LEVEL", d.worker_log_level),

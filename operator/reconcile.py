@@ -42,6 +42,10 @@ class OperatorConfig:
     marketdata_mount_path: str = "/var/lib/hean/marketdata"
     live_trading_enabled: bool = False
     status_interval: float = 1.0
+    # Seconds without an answer from the Kubernetes API after which workers stop
+    # opening positions (env HEAN_WORKER_API_UNREACHABLE_SECONDS -> worker
+    # HEAN_API_UNREACHABLE_SECONDS).
+    api_unreachable_seconds: float = 30.0
     worker_resources: dict = field(default_factory=lambda: {
         "requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}})
     image_pull_policy: str = "IfNotPresent"
@@ -296,6 +300,7 @@ def desired_pod(strategy: dict, cfg: OperatorConfig) -> dict:
         {"name": "HEAN_HTTP_PORT", "value": "8080"},
         {"name": "HEAN_MARKETDATA_DIR", "value": cfg.marketdata_mount_path},
         {"name": "HEAN_STATUS_INTERVAL", "value": str(cfg.status_interval)},
+        {"name": "HEAN_API_UNREACHABLE_SECONDS", "value": str(cfg.api_unreachable_seconds)},
         {"name": "HEAN_LOG_LEVEL", "value": cfg.worker_log_level},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]
@@ -551,7 +556,10 @@ def policy_status(policy: dict, strategies: list[dict], now: datetime) -> dict:
 def quarantine_status(q: dict, strategies: list[dict], now: datetime) -> dict:
     """SymbolQuarantine status: ``active`` (now before expiry), computed
     ``expiresAt``, how many strategies in its namespace trade the symbol and match
-    its selector, and an ``Active`` condition."""
+    its selector, an ``Active`` condition, and a ``Ready`` condition that is False
+    with reason ``NoMatchingStrategies`` while the quarantine applies to no
+    TradingStrategy (a cross-object problem the schema cannot see: a selector or
+    symbol that matches nothing blocks nothing)."""
     meta = q["metadata"]
     spec = q.get("spec") or {}
     expiry = quarantine_expiry(q)
@@ -564,6 +572,13 @@ def quarantine_status(q: dict, strategies: list[dict], now: datetime) -> dict:
         cond = condition("Active", True, "Active", f"new entries on {spec.get('symbol')} are blocked until {_fmt(expiry)}", gen)
     else:
         cond = condition("Active", False, "Expired", f"expired at {_fmt(expiry)}" if expiry else "no expiry", gen)
+    if affected:
+        ready = condition("Ready", True, "Applied",
+                          f"applies to {len(affected)} TradingStrategies trading {spec.get('symbol')}", gen)
+    else:
+        ready = condition("Ready", False, "NoMatchingStrategies",
+                          f"no TradingStrategy in namespace {meta.get('namespace')!r} trades {spec.get('symbol')} "
+                          "and matches spec.strategySelector: the quarantine blocks nothing", gen)
     old = (q.get("status") or {}).get("conditions")
     return {"observedGeneration": gen, "active": active, "expiresAt": _fmt(expiry) if expiry else None,
-            "affectedStrategies": len(affected), "conditions": merge_conditions(old, [cond], now)}
+            "affectedStrategies": len(affected), "conditions": merge_conditions(old, [cond, ready], now)}

@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hean import api
@@ -43,6 +43,11 @@ from .config import (
 )
 from .engine import R_NO_DATA, Engine
 
+try:  # the asyncio port's exception carries the HTTP status of an API answer
+    from kubernetes_asyncio.client.exceptions import ApiException
+except ImportError:  # pragma: no cover - kubernetes_asyncio is a dependency
+    ApiException = ()  # type: ignore[assignment,misc]
+
 log = logging.getLogger("hean.worker")
 
 HEARTBEAT_SECONDS = 10.0  # an unchanged status is still re-written this often (liveness)
@@ -55,7 +60,11 @@ class WorkerSettings(BaseSettings):
     ``strategy_name`` and ``namespace`` name the TradingStrategy; ``marketdata_dir``
     is where ``../shared/marketdata`` is mounted; ``http_port``/``bind_address`` for
     the HTTP endpoints (the operator binds the pod IP); ``status_interval`` seconds
-    between status patches (bounded write rate).
+    between status patches (bounded write rate); ``api_unreachable_seconds``
+    (``HEAN_API_UNREACHABLE_SECONDS``, > 0, default 30): after this many seconds
+    without a successful call to the Kubernetes API (status patch, list or watch
+    event) the worker goes defensive: no new entries, exits still act, until the API
+    answers again (docs/design.md, "Kubernetes API unreachable").
     """
 
     model_config = SettingsConfigDict(env_prefix="HEAN_")
@@ -67,6 +76,7 @@ class WorkerSettings(BaseSettings):
     http_port: int = 8080
     bind_address: str = "0.0.0.0"
     status_interval: float = 1.0
+    api_unreachable_seconds: float = Field(30.0, gt=0)
     log_level: str = "INFO"
     # Bybit (docs/bybit.md). Keys are NOT settings: they are read from BYBIT_API_KEY /
     # BYBIT_API_SECRET by hean.worker.bybit.runtime and never stored here.
@@ -126,6 +136,73 @@ class Worker:
         self._clear_ignored: str | None = None
         self.auto_quarantines_created = 0
         self.auto_quarantine_errors = 0
+        # Kubernetes API reachability (defensive mode, see api_watchdog).
+        self.api_last_ok = time.monotonic()  # monotonic seconds of the last API answer
+        self.api_reachable = True
+        self.api_unreachable_since: float | None = None  # unix seconds the worker went defensive
+        self.api_outages = 0  # times the worker went defensive
+        self._api_resync: asyncio.Task | None = None
+
+    # ---- Kubernetes API reachability ----------------------------------------------
+    def api_contact(self) -> None:
+        """Record an answer from the API server (a status patch, list or watch event)."""
+        self.api_last_ok = time.monotonic()
+
+    def api_contact_age(self) -> float:
+        """Seconds since the API server last answered."""
+        return max(0.0, time.monotonic() - self.api_last_ok)
+
+    def check_api(self) -> bool:
+        """Go defensive (``engine.api_unreachable``: no new entries, exits still act)
+        when the API server has not answered for ``api_unreachable_seconds``. When it
+        answers again, first re-list the strategy, RiskPolicies and
+        SymbolQuarantines (a pause, limit or quarantine set during the outage
+        applies before any new entry), then resume. Returns whether the API counts
+        as reachable."""
+        fresh = self.api_contact_age() <= self.settings.api_unreachable_seconds
+        if not fresh and self.api_reachable:
+            self.api_reachable = False
+            self.api_outages += 1
+            self.api_unreachable_since = time.time()
+            log.warning("Kubernetes API unreachable for %.1fs (> HEAN_API_UNREACHABLE_SECONDS=%s): "
+                        "no new entries until it is back; exits still act",
+                        self.api_contact_age(), self.settings.api_unreachable_seconds)
+        elif fresh and not self.api_reachable:
+            if self.strategies is None:  # no informers (not running): nothing to re-list
+                self._api_back()
+            elif self._api_resync is None:
+                self._api_resync = asyncio.get_running_loop().create_task(self._resync_after_outage())
+        if self.engine is not None:
+            self.engine.api_unreachable = not self.api_reachable
+        return self.api_reachable
+
+    async def _resync_after_outage(self) -> None:
+        try:
+            timeout = min(5.0, max(1.0, self.settings.api_unreachable_seconds / 3))
+            for informer in (self.strategies, self.policies, self.quarantines):
+                await asyncio.wait_for(informer.relist(), timeout)
+            self.api_contact()
+            self._api_back()
+        except Exception as e:  # noqa: BLE001 - stay defensive; retried on the next check
+            log.warning("re-list after the API outage failed: %r", e)
+        finally:
+            self._api_resync = None
+
+    def _api_back(self) -> None:
+        lasted = time.time() - (self.api_unreachable_since or time.time())
+        self.api_reachable = True
+        self.api_unreachable_since = None
+        if self.engine is not None:
+            self.engine.api_unreachable = False
+        log.warning("Kubernetes API reachable again after %.1fs defensive; state re-listed, entries resume", lasted)
+        self._post(self.strategy_obj, "KubernetesApiReachable",
+                   f"the Kubernetes API was unreachable; entries were stopped for {lasted:.1f}s and resume now")
+
+    async def api_watchdog(self) -> None:
+        """Evaluate API reachability every 0.25 s (see :meth:`check_api`)."""
+        while True:
+            self.check_api()
+            await asyncio.sleep(0.25)
 
     # ---- watch callbacks --------------------------------------------------------
     def _apply_strategy(self, obj: dict) -> None:
@@ -203,6 +280,7 @@ class Worker:
         self._drain_risk_events()
 
     async def _on_strategy(self, etype: str, obj: dict) -> None:
+        self.api_contact()
         if etype == "DELETED":
             log.info("TradingStrategy deleted; stopping entries")
             if self.engine is not None:
@@ -211,9 +289,11 @@ class Worker:
         self._apply_strategy(obj)
 
     async def _on_policy(self, etype: str, obj: dict) -> None:
+        self.api_contact()
         self._apply_policy()
 
     async def _on_quarantine(self, etype: str, obj: dict) -> None:
+        self.api_contact()
         self._apply_quarantines()
 
     # ---- events -----------------------------------------------------------------
@@ -492,24 +572,36 @@ class Worker:
         """Coalesced status writes: at most one patch per ``status_interval`` seconds,
         and only when a figure changed or the heartbeat is ``HEARTBEAT_SECONDS`` old
         (an idle worker writes every 10 s, a busy one at most once per interval).
-        Failures are counted and retried next interval."""
+        Failures are counted and retried next interval.
+
+        The heartbeat doubles as the API reachability probe: it is written at least
+        every ``min(10, api_unreachable_seconds / 3)`` seconds, each patch times out
+        after ``min(5, max(1, api_unreachable_seconds / 3))`` seconds, and an answer
+        other than 5xx counts as contact (:meth:`check_api`)."""
         last_sent: dict | None = None
+        threshold = self.settings.api_unreachable_seconds
+        heartbeat = min(HEARTBEAT_SECONDS, threshold / 3)
+        timeout = min(5.0, max(1.0, threshold / 3))
         while True:
             status = self.runtime_status()
             figures = {k: v for k, v in status.items() if k != "lastHeartbeat"}
-            if figures == last_sent and time.time() - self.last_status_write < HEARTBEAT_SECONDS:
+            if figures == last_sent and time.time() - self.last_status_write < heartbeat:
                 await asyncio.sleep(self.settings.status_interval)
                 continue
             try:
-                await patch_status(self.api_client, api.STRATEGY_PLURAL, self.settings.namespace,
-                                   self.settings.strategy_name, status)
+                await asyncio.wait_for(patch_status(self.api_client, api.STRATEGY_PLURAL, self.settings.namespace,
+                                                    self.settings.strategy_name, status), timeout)
+                self.api_contact()
                 self.status_patches += 1
                 self.last_heartbeat = status["lastHeartbeat"]
                 self.last_status_write = time.time()
                 last_sent = figures
             except Exception as e:  # noqa: BLE001 - keep trading; retry next interval
+                if isinstance(e, ApiException) and e.status and e.status < 500:
+                    self.api_contact()  # the API answered (e.g. 404, 422): reachable
                 self.status_errors += 1
                 log.warning("status patch failed: %r", e)
+            self.check_api()
             await asyncio.sleep(self.settings.status_interval)
 
     async def quarantine_clock(self) -> None:
@@ -575,7 +667,8 @@ class Worker:
         await self.strategies.synced.wait()
         await self.policies.synced.wait()
         await self.quarantines.synced.wait()
-        tasks += [asyncio.create_task(c) for c in (self.replay(), self.status_loop(), self.quarantine_clock())]
+        tasks += [asyncio.create_task(c) for c in (self.replay(), self.status_loop(), self.quarantine_clock(),
+                                                                self.api_watchdog())]
         await stop.wait()
         log.info("stopping")
         server.should_exit = True

@@ -90,6 +90,7 @@ INTERVAL_MS = {"1": 60_000, "5": 300_000, "60": 3_600_000}
 R_LEG_IMBALANCE = "LEG_IMBALANCE"
 R_NOT_PICKED = "NOT_SCANNER_PICK"
 R_LEG_ON_EXCHANGE = "SPOT_LEG_PAPER_ONLY"
+R_API_UNREACHABLE = "API_UNREACHABLE"  # Kubernetes API unreachable too long: exits only
 
 # Risk reason codes (why the risk state is above NORMAL).
 RR_SOFT_DD = "SOFT_DRAWDOWN"
@@ -209,6 +210,9 @@ class Engine:
         self.safety = Safety()  # RiskPolicy safety features + decision log (worker/risk.py)
         # spec.scanner: entries only on the scanner's picks (None = no scanner)
         self.scanner = Scanner(spec.scanner) if spec.scanner is not None else None
+        # Set by the worker while the Kubernetes API has been unreachable for longer
+        # than HEAN_API_UNREACHABLE_SECONDS: no new entries, exits still act.
+        self.api_unreachable = False
 
     # ---- control changes -------------------------------------------------------
     def update_spec(self, spec: StrategySpec) -> None:
@@ -683,6 +687,8 @@ class Engine:
             return R_NO_POLICY
         if self.blocked_reason:
             return self.blocked_reason
+        if self.api_unreachable:
+            return R_API_UNREACHABLE
         if self.spec.paused:
             return R_PAUSED
         if self.risk_state == api.RISK_HARD_STOP:
@@ -913,6 +919,7 @@ class Engine:
 
     def trading_active(self) -> bool:
         """True if the engine could open a position now on at least one symbol."""
-        if self.policy is None or self.spec.paused or self.risk_state == api.RISK_HARD_STOP or self.blocked_reason:
+        if self.policy is None or self.spec.paused or self.risk_state == api.RISK_HARD_STOP or self.blocked_reason \
+                or self.api_unreachable:
             return False
         return any(not st.quarantined for st in self.symbols.values())

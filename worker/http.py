@@ -201,6 +201,11 @@ class WorkerCollector:
                                "Unix time of the last successful status write", labels=base)
         hb.add_metric(lv, w.last_status_write)
         yield hb
+        reach = GaugeMetricFamily("hean_worker_api_reachable",
+                                  "1 while the Kubernetes API answers; 0 after HEAN_API_UNREACHABLE_SECONDS without "
+                                  "an answer (defensive: no new entries, exits still act)", labels=base)
+        reach.add_metric(lv, 1.0 if getattr(w, "api_reachable", True) else 0.0)
+        yield reach
         if e is None:
             return
         with obs.lock:
@@ -381,6 +386,11 @@ def build_app(worker: "Worker") -> FastAPI:
             "specError": worker.spec_error,
             "policyError": worker.policy_error,
             "dataError": worker.data_error,
+            # Kubernetes API reachability (defensive mode: reason API_UNREACHABLE)
+            "apiReachable": worker.api_reachable,
+            "apiLastContactSecondsAgo": round(worker.api_contact_age(), 3),
+            "apiUnreachableSeconds": worker.settings.api_unreachable_seconds,
+            "apiUnreachableSince": worker.api_unreachable_since,
         }
         if e is None:
             return out

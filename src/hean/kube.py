@@ -89,6 +89,13 @@ class Informer:
         self.synced.set()
         return lst["metadata"]["resourceVersion"]
 
+    async def relist(self) -> None:
+        """List again now (one GET): refresh the cache and report what changed
+        (``ADDED`` for every object, ``DELETED`` for vanished ones) without waiting
+        for the watch to come back, e.g. right after an API outage. Raises
+        ApiException or a network error if the list fails."""
+        await self._list()
+
     async def run(self) -> None:
         """Run forever (until cancelled); errors back off from 0.5 s up to 10 s."""
         backoff = 0.5

@@ -238,7 +238,7 @@ def test_strategy_name_length_is_bounded(crds, namespace: str) -> None:
 
 def test_live_strategy_with_phrase_and_secret_is_accepted(crds, namespace: str) -> None:
     obj = strategy("live", mode="live", liveConfirmation=LIVE_PHRASE,
-                   credentialsSecretRef={"name": "bybit"})
+                   credentialsSecretRef={"name": "bybit"}, marketData={"source": "live"})
     apply(crds, namespace, "-f", "-", input=json.dumps(obj))
     ref = get_json(crds, namespace, "tradingstrategy", "live")["spec"]["credentialsSecretRef"]
     assert ref == {"name": "bybit", "apiKeyKey": "apiKey", "apiSecretKey": "apiSecret"}

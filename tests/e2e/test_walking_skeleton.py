@@ -300,7 +300,7 @@ def test_live_without_the_operator_gate_gets_no_pod(kube, namespace, hean_instal
     k = K(kube, namespace)
     k.apply(policy())
     k.apply(strategy("golive", ["BTCUSDT"], mode="live", liveConfirmation="I_UNDERSTAND_LIVE_TRADING",
-                     credentialsSecretRef={"name": "bybit-keys"}))
+                     credentialsSecretRef={"name": "bybit-keys"}, marketData={"source": "live"}))
     wait_for(lambda: (k.cond("golive", "Ready") or {}).get("reason") == "LiveTradingDisabled", 30,
              message="Ready=False/LiveTradingDisabled")
     time.sleep(2)

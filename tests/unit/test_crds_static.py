@@ -264,6 +264,20 @@ CEL_MIRRORS: dict[str, CelMirror] = {
         lambda s: (s["operator"] in ("In", "NotIn")) == bool(s.get("values")),
     "!has(self.topN) || self.topN <= size(self.universe)":
         lambda s: "topN" not in s or s["topN"] <= len(s["universe"]),
+    "!(has(self.mode) && (self.mode == 'live' || self.mode == 'testnet' || self.mode == 'demo')) || "
+    "(has(self.marketData) && has(self.marketData.source) && self.marketData.source == 'live')":
+        lambda s: s.get("mode") not in ("live", "testnet", "demo")
+        or (s.get("marketData") or {}).get("source") == "live",
+    # date-time strings (CEL sees them as timestamps): the rule exists to type-check
+    # arrays, which the API server's schema validation lets through for date-time.
+    "self > timestamp('1970-01-01T00:00:00Z')":
+        lambda s: isinstance(s, str) and s > "1970-01-01T00:00:00Z",
+    "self.all(k, k.size() <= 317 && "
+    "k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    "[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))":
+        lambda s: all(len(k) <= 317 and re.match(
+            r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}"
+            r"[A-Za-z0-9])?$", k) for k in s),
 }
 for _key, _name in (("momentum", "momentum"), ("grid", "grid"), ("scalping", "scalping"),
                     ("fundingHarvest", "funding_harvest"), ("basisArbitrage", "basis_arbitrage")):
@@ -649,9 +663,12 @@ def test_invalid_example_is_rejected(name: str, obj: dict, field: str) -> None:
         ({"params": {"emaSlowPeriod": 10}}, False),  # fast defaults to 20
         ({"params": {"emaFastPeriod": 5, "emaSlowPeriod": 6}}, True),
         ({"mode": "testnet"}, False),
-        ({"mode": "testnet", "credentialsSecretRef": {"name": "bybit"}}, True),
+        ({"mode": "testnet", "credentialsSecretRef": {"name": "bybit"}, "marketData": {"source": "live"}}, True),
+        ({"mode": "testnet", "credentialsSecretRef": {"name": "bybit"}}, False),  # replayed candles
         ({"mode": "live", "liveConfirmation": "yes", "credentialsSecretRef": {"name": "b"}}, False),
-        ({"mode": "live", "liveConfirmation": LIVE_PHRASE, "credentialsSecretRef": {"name": "b"}}, True),
+        ({"mode": "live", "liveConfirmation": LIVE_PHRASE, "credentialsSecretRef": {"name": "b"},
+          "marketData": {"source": "live"}}, True),
+        ({"mode": "live", "liveConfirmation": LIVE_PHRASE, "credentialsSecretRef": {"name": "b"}}, False),
         ({"symbols": ["BTCUSDT", "BTCUSDT"]}, False),
         ({"symbols": []}, False),
         ({"symbols": [f"S{i:02d}USDT" for i in range(11)]}, False),

@@ -30,7 +30,8 @@ POLICY = dict(softMaxDrawdownPercent=5, hardMaxDrawdownPercent=10, maxDailyLossU
 ALLOWED_LABELS = {"namespace", "strategy", "mode", "symbol", "state", "reason", "outcome", "level", "liquidity",
                   "venue", "category", "kind", "phase", "le"}
 UNIT_SUFFIXES = ("_usdt", "_seconds", "_ratio", "_bps", "_total", "_positions", "_pending", "_active", "_up",
-                 "_info", "_finished", "_state", "_quarantined", "_backlog", "_workers", "_objects")
+                 "_info", "_finished", "_state", "_quarantined", "_backlog", "_workers", "_objects",
+                 "_reachable")
 
 
 def catalogue() -> dict[str, str]:

@@ -134,10 +134,19 @@ def test_quarantine_expiry_from_ttl_and_selector():
          "spec": {"symbol": "BTCUSDT", "reason": "test", "ttlSeconds": 120, "strategySelector": {"matchLabels": {"desk": "a"}}}}
     st = rc.quarantine_status(q, [strategy()], NOW)
     assert st["active"] and st["expiresAt"] == "2026-01-01T12:01:00Z" and st["affectedStrategies"] == 1
+    assert [(c["type"], c["status"], c["reason"]) for c in st["conditions"]] == [
+        ("Active", "True", "Active"), ("Ready", "True", "Applied")]
     st = rc.quarantine_status(q, [strategy()], NOW + timedelta(minutes=2))
     assert not st["active"] and st["conditions"][0]["reason"] == "Expired"
     q["spec"]["strategySelector"] = {"matchLabels": {"desk": "b"}}
-    assert rc.quarantine_status(q, [strategy()], NOW)["affectedStrategies"] == 0
+    st = rc.quarantine_status(q, [strategy()], NOW)
+    assert st["affectedStrategies"] == 0
+    ready = st["conditions"][1]
+    assert (ready["type"], ready["status"], ready["reason"]) == ("Ready", "False", "NoMatchingStrategies")
+    assert "spec.strategySelector" in ready["message"] and "BTCUSDT" in ready["message"]
+    q["spec"]["strategySelector"] = {"matchLabels": {"desk": "a"}}
+    q["spec"]["symbol"] = "ETHUSDT"  # nobody trades it
+    assert rc.quarantine_status(q, [strategy()], NOW)["conditions"][1]["reason"] == "NoMatchingStrategies"
 
 
 def test_operator_config_errors_name_the_variable(monkeypatch):

@@ -291,6 +291,7 @@ class ControlPlane:
         self.ca_pem: bytes | None = None
         self.startup_seconds: float | None = None
         self._components: list[_Component] = []
+        self._env: dict[str, str] = {}
         self._owns_workdir = False
         self._started = False
 
@@ -441,6 +442,7 @@ class ControlPlane:
         )
         self._components = [etcd, apiserver, kcm]
         env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+        self._env = env
         # Start all three at once: the apiserver retries etcd and kcm waits for the
         # apiserver's /healthz, so this is safe and saves seconds.
         for c in self._components:
@@ -457,6 +459,43 @@ class ControlPlane:
             lambda: self._get("/api/v1/namespaces/default/serviceaccounts/default")[0] == 200,
             blame=kcm,
         )
+
+    # -- fault injection (chaos tests) ------------------------------------------------
+    def _component(self, name: str) -> _Component:
+        for c in self._components:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    def stop_apiserver(self, sig: int = signal.SIGTERM, timeout: float | None = None) -> None:
+        """Stop kube-apiserver only (etcd and kube-controller-manager keep running):
+        an API outage for everyone holding a kubeconfig. ``sig`` SIGTERM is a
+        graceful shutdown, SIGKILL a crash; the process group is SIGKILLed after
+        ``timeout`` (default ``stop_timeout``) seconds either way."""
+        terminate_group(self._component("kube-apiserver").proc, self.stop_timeout if timeout is None else timeout,
+                        sig)
+
+    def start_apiserver(self, timeout: float | None = None) -> float:
+        """Start kube-apiserver again with the same flags, port, certificates and
+        etcd (its log is appended to); return the seconds until ``/readyz`` answered
+        200. Raises ControlPlaneError if it does not within ``timeout`` (default
+        ``startup_timeout``)."""
+        assert self.workdir is not None
+        api = self._component("kube-apiserver")
+        if api.proc is not None and api.proc.poll() is None:
+            return 0.0
+        t0 = time.monotonic()
+        api.start(self._env, self.workdir)
+        deadline = t0 + (self.startup_timeout if timeout is None else timeout)
+        self._wait("kube-apiserver /readyz after a restart", deadline, lambda: self._get("/readyz")[0] == 200,
+                   blame=api)
+        return time.monotonic() - t0
+
+    @property
+    def apiserver_running(self) -> bool:
+        """Whether the kube-apiserver process is running."""
+        p = self._component("kube-apiserver").proc
+        return p is not None and p.poll() is None
 
     def _wait(self, what: str, deadline: float, probe, blame: _Component) -> None:
         last: Exception | None = None

@@ -1324,11 +1324,23 @@ class _PodWorker(threading.Thread):
             st["initContainerStatuses"] = [c.status() for c in self.init_containers]
         return st
 
+    def _api_diverged(self, status: dict[str, Any]) -> bool:
+        """Whether the API server's copy disagrees with what this node last published
+        (phase or the status of a condition it owns): someone else wrote it, e.g. the
+        node-lifecycle controller marking pods not ready after missed node heartbeats
+        (an API outage). A kubelet's status manager then writes its view again."""
+        with self._lock:
+            st = (self.pod or {}).get("status") or {}
+        if st.get("phase") != status.get("phase"):
+            return True
+        api_conds = {c.get("type"): c.get("status") for c in st.get("conditions") or []}
+        return any(api_conds.get(c["type"]) != c["status"] for c in status["conditions"])
+
     def _publish_status(self, best_effort: bool = False) -> None:
         if self.adopted_terminal:
             return
         status = self._compute_status()
-        if status == self._last_status:
+        if status == self._last_status and not self._api_diverged(status):
             return
         owned = {c["type"] for c in status["conditions"]}
         for attempt in range(6):
