@@ -87,6 +87,7 @@ STATUS_KEYS = {
     "TradingStrategy": {
         # operator
         "observedGeneration", "conditions", "phase", "workerPod", "restarts",
+        "promotion",  # operator, docs/promotion.md
         # worker
         "riskState", "riskReasons", "tradingActive", "equity", "realizedPnl",
         "unrealizedPnl", "fees", "pnl", "drawdownPercent", "openPositions",
@@ -251,6 +252,28 @@ CEL_MIRRORS: dict[str, CelMirror] = {
     "(self.operator in ['In', 'NotIn']) == (has(self.values) && size(self.values) > 0)":
         lambda s: (s["operator"] in ("In", "NotIn")) == bool(s.get("values")),
 }
+
+
+# spec.promotion (docs/promotion.md)
+_PROMO_STAGES = (["paper"], ["paper", "testnet"], ["paper", "testnet", "live"])
+CEL_MIRRORS.update({
+    "!has(self.promotion) || !has(self.mode) || self.mode == 'paper'":
+        lambda s: "promotion" not in s or s.get("mode", "paper") == "paper",
+    "!has(self.promotion) || !('testnet' in self.promotion.stages) || has(self.credentialsSecretRef)":
+        lambda s: "promotion" not in s or "testnet" not in s["promotion"]["stages"] or "credentialsSecretRef" in s,
+    "!has(self.promotion) || !('live' in self.promotion.stages) || "
+    "(has(self.liveConfirmation) && self.liveConfirmation == 'I_UNDERSTAND_LIVE_TRADING')":
+        lambda s: "promotion" not in s or "live" not in s["promotion"]["stages"]
+        or s.get("liveConfirmation") == LIVE_PHRASE,
+    "self.stages == ['paper'] || self.stages == ['paper', 'testnet'] || "
+    "self.stages == ['paper', 'testnet', 'live']": lambda s: s["stages"] in _PROMO_STAGES,
+    "!('live' in self.stages) || has(self.capitalSteps)": lambda s: "live" not in s["stages"] or "capitalSteps" in s,
+    "!('live' in self.stages) || has(self.analysis)": lambda s: "live" not in s["stages"] or "analysis" in s,
+    "self.isSorted() && self.all(x, self.filter(y, y == x).size() == 1)":
+        lambda s: all(a < b for a, b in zip(s, s[1:])),
+    "self[self.size() - 1] == 1.0": lambda s: s[-1] == 1.0,
+    "self.failureLimit < self.count": lambda s: s["failureLimit"] < s["count"],
+})
 
 
 def norm_rule(rule: str) -> str:
