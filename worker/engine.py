@@ -75,6 +75,8 @@ R_MIN_ORDER = "BELOW_MIN_ORDER"
 R_PENDING = "ORDER_PENDING"
 R_REPLAY_DONE = "REPLAY_FINISHED"
 R_NO_DATA = "MARKET_DATA_MISSING"
+R_PROMOTION_HALTED = "PROMOTION_HALTED"  # the promotion controller halted the worker (docs/promotion.md)
+CLOSE_HISTORY = 50_000  # closes kept per symbol for the selector's regime labels (hean.selector)
 
 # Risk reason codes (why the risk state is above NORMAL).
 RR_SOFT_DD = "SOFT_DRAWDOWN"
@@ -180,6 +182,9 @@ class Engine:
         self.executor = None
         self.link_ids = None
         self.blocked_reason: str | None = None  # e.g. EXCHANGE_NOT_RECONCILED, MARKET_DATA_STALE
+        # Promotion (docs/promotion.md): halted = flatten every position, no new entries.
+        self.halted = False
+        self.close_history: dict[str, deque] = {s: deque(maxlen=CLOSE_HISTORY) for s in self.symbols}
 
     # ---- control changes -------------------------------------------------------
     def update_spec(self, spec: StrategySpec) -> None:
@@ -436,6 +441,7 @@ class Engine:
         else:
             self._check_exits_exchange(st, bar)
         st.mark = bar.close
+        self.close_history[symbol].append((bar.ts_ms, float(bar.close)))
         st.bars_seen += 1
         if st.cooldown_left > 0:
             st.cooldown_left -= 1
@@ -460,6 +466,10 @@ class Engine:
         pos = self.ledger.position(st.symbol)
         warm = not (math.isnan(fast) or math.isnan(slow) or math.isnan(sigma) or math.isnan(atr)) \
             and len(st.closes) == st.closes.maxlen
+        if pos.size != 0 and self.halted and st.pending is None:
+            self._queue(st, "Sell" if pos.size > 0 else "Buy", abs(pos.size), True, "PROMOTION_HALT")
+            st.last_reason = R_PROMOTION_HALTED
+            return
         if pos.size != 0:
             # Manage the open position: exit on a trend flip (exits are never gated).
             if warm and st.pending is None and ((pos.size > 0 and fast < slow) or (pos.size < 0 and fast > slow)):
@@ -480,6 +490,8 @@ class Engine:
             return self.blocked_reason
         if self.spec.paused:
             return R_PAUSED
+        if self.halted:
+            return R_PROMOTION_HALTED
         if self.risk_state == api.RISK_HARD_STOP:
             return R_HARD_STOP
         if st.quarantined:
@@ -549,6 +561,7 @@ class Engine:
 
     def trading_active(self) -> bool:
         """True if the engine could open a position now on at least one symbol."""
-        if self.policy is None or self.spec.paused or self.risk_state == api.RISK_HARD_STOP or self.blocked_reason:
+        if self.policy is None or self.spec.paused or self.risk_state == api.RISK_HARD_STOP or self.blocked_reason \
+                or self.halted:
             return False
         return any(not st.quarantined for st in self.symbols.values())
