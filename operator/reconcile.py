@@ -77,6 +77,8 @@ def structural_hash(spec: dict) -> str:
     """Hash (16 hex chars) of the spec fields whose change needs a new worker pod;
     parameters, ``paused`` and the RiskPolicy apply live and are not part of it."""
     material = json.dumps({k: spec.get(k) for k in STRUCTURAL_FIELDS}, sort_keys=True, separators=(",", ":"))
+    if spec.get("promotionEffective") is not None:  # the promotion stage/step the pod runs (operator/promoter.py)
+        material += json.dumps(spec["promotionEffective"], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(material.encode()).hexdigest()[:16]
 
 

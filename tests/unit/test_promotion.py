@@ -437,3 +437,66 @@ def test_analysis_results_are_bounded():
     assert len(w.status["analysisResults"]) == pm.MAX_RESULTS
     times = [r["time"] for r in w.status["analysisResults"]]
     assert times == sorted(times) and times[-1] == pm._fmt(w.now)
+
+
+# ---- the wiring's pure helpers (operator/promoter.py) ---------------------------------------
+def test_prometheus_sample_values():
+    from hean.operator.promoter import sample_value
+
+    vec = lambda *vals: {"status": "success", "data": {"resultType": "vector", "result": [  # noqa: E731
+        {"metric": {}, "value": [1.0, v]} for v in vals]}}
+    assert sample_value(vec("12.5")) == 12.5
+    assert sample_value(vec()) is None  # no data
+    assert sample_value(vec("1", "2")) is None  # ambiguous
+    assert sample_value(vec("NaN")) is None
+    assert sample_value({"status": "success", "data": {"resultType": "scalar", "result": [1.0, "-3"]}}) == -3.0
+    assert sample_value({"status": "error", "error": "parse error"}) is None
+
+
+def test_effective_pod_changes_with_the_stage_and_carries_the_env():
+    from hean.operator import promoter as pro
+    from hean.operator import reconcile as rc
+
+    s = {"apiVersion": "hean.io/v1alpha1", "kind": "TradingStrategy",
+         "metadata": {"name": "st", "namespace": "ns", "uid": "u1", "generation": 1},
+         "spec": {"strategy": "impulse", "symbols": ["BTCUSDT"], "capital": 1000, "riskPolicyRef": {"name": "p"},
+                  "params": PARAMS2, "mode": "paper", "credentialsSecretRef": {"name": "k"},
+                  "marketData": {"source": "live"}}}
+    cfg = rc.OperatorConfig()
+    a = pro.effective_strategy(s, pm.Effective("paper", 1.0, PARAMS, R1))
+    b = pro.effective_strategy(s, pm.Effective("testnet", 1.0, PARAMS, R1))
+    c = pro.effective_strategy(s, pm.Effective("testnet", 1.0, PARAMS, R1, halted=True))
+    hashes = {rc.structural_hash(x["spec"]) for x in (a, b, c)}
+    assert len(hashes) == 3 and rc.structural_hash(s["spec"]) not in hashes
+    assert s["spec"]["mode"] == "paper" and s["spec"]["params"] == PARAMS2  # the original is not touched
+    pod = pro.decorate_pod(rc.desired_pod(b, cfg), pm.Effective("testnet", 1.0, PARAMS, R1))
+    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+    assert env["HEAN_EFFECTIVE_MODE"] == "testnet" and json.loads(env["HEAN_PARAMS_JSON"]) == PARAMS
+    assert env["HEAN_REVISION"] == R1 and env["HEAN_ROLE"] == "worker" and env["HEAN_PROMOTION_HALTED"] == "false"
+    assert "BYBIT_API_KEY" in env  # the exchange stage gets the Secret refs like any testnet worker
+    assert rc.admit(b["spec"], cfg).ok and not rc.admit({**b["spec"], "mode": "live"}, cfg).ok
+    cand = pro.desired_candidate(s, pm.Effective("paper", 1.0, PARAMS2, R2), cfg)
+    assert cand["metadata"]["name"] == "st-candidate" and cand["metadata"]["labels"]["hean.io/role"] == "candidate"
+    cenv = {e["name"]: e.get("value") for e in cand["spec"]["containers"][0]["env"]}
+    assert cenv["HEAN_ROLE"] == "candidate" and cenv["HEAN_EFFECTIVE_MODE"] == "paper" and "BYBIT_API_KEY" not in cenv
+
+
+def test_quarantined_symbols_and_admissions():
+    from hean.operator import promoter as pro
+    from hean.operator import reconcile as rc
+
+    s = {"metadata": {"name": "st", "namespace": "ns", "labels": {"team": "a"}},
+         "spec": {"symbols": ["BTCUSDT", "ETHUSDT"], "credentialsSecretRef": {"name": "k"},
+                  "marketData": {"source": "live"}}}
+    q = lambda sym, ns="ns", ttl=60, sel=None: {  # noqa: E731
+        "metadata": {"namespace": ns, "creationTimestamp": "2026-01-01T12:00:00Z"},
+        "spec": {"symbol": sym, "ttlSeconds": ttl, **({"strategySelector": sel} if sel else {})}}
+    now = T0 + timedelta(seconds=30)
+    assert pro.quarantined_symbols(s, [q("BTCUSDT"), q("SOLUSDT"), q("ETHUSDT", ns="other")], now) == ("BTCUSDT",)
+    assert pro.quarantined_symbols(s, [q("BTCUSDT", ttl=10)], now) == ()
+    assert pro.quarantined_symbols(s, [q("ETHUSDT", sel={"matchLabels": {"team": "b"}})], now) == ()
+    adm = pro.admissions(s, rc.OperatorConfig(), True)
+    assert adm["testnet"] == (True, "") and adm["live"][0] is False and "LiveTradingDisabled" in adm["live"][1]
+    adm = pro.admissions(s, rc.OperatorConfig(live_trading_enabled=True), False)
+    assert adm["live"][0] is False and "RiskPolicyRequired" in adm["live"][1]
+    assert pro.admissions(s, rc.OperatorConfig(live_trading_enabled=True), True)["live"] == (True, "")
