@@ -19,10 +19,11 @@ Sub-states (``status.promotion.state``, also the ``Promoted`` condition's reason
   at the end of the paper soak the anti-overfitting gates (and, beside a promoted
   revision, the shadow comparison) must pass: not enough trades keeps it soaking,
   a failed gate is ``Refused``.
-* ``Analyzing`` - ``count`` measurements ``intervalSeconds`` apart (after
-  ``initialDelaySeconds``); more than ``failureLimit`` failures fail the stage,
-  more than ``inconclusiveLimit`` inconclusive ones pause for approval, otherwise
-  the step succeeds (Event ``PromotionStepSucceeded``).
+* ``Analyzing`` - measurements ``intervalSeconds`` apart (after
+  ``initialDelaySeconds``) until ``count`` of them succeeded (Event
+  ``PromotionStepSucceeded``); more than ``failureLimit`` failures fail the stage,
+  more than ``inconclusiveLimit`` inconclusive ones (no data included) pause for
+  approval.
 * ``AwaitingApproval`` - entering live, a live step above the approval fraction,
   or an inconclusive analysis, until ``hean.io/approve-promotion`` names
   ``<revision>/<gate>``.
@@ -436,7 +437,7 @@ class _Walk:
             self.event("PromotionInconclusive", f"revision {self.rev} at {self.gid()}: inconclusive "
                                                 f"({m.message}); approve with hean.io/approve-promotion={want}",
                        "Warning")
-        elif len(ms) >= a.count:
+        elif ms.count("Successful") >= a.count:
             self.record("Successful", m.message)
             self.advance()
 

@@ -84,12 +84,12 @@ class AnalysisQuery(_Model):
 
 class AnalysisSpec(_Model):
     """``spec.promotion.analysis``: after the soak, wait ``initialDelaySeconds``,
-    then take ``count`` measurements ``intervalSeconds`` apart. A measurement fails
-    if any query meets its failure condition (or misses its success condition
-    without a failure condition), succeeds if every query meets its success
-    condition, and is inconclusive otherwise (including no data). More than
-    ``failureLimit`` failed measurements fail the analysis; more than
-    ``inconclusiveLimit`` inconclusive ones pause it for approval."""
+    then take measurements ``intervalSeconds`` apart until ``count`` of them
+    succeeded. A measurement fails if any query meets its failure condition (or
+    misses its success condition without a failure condition), succeeds if every
+    query meets its success condition, and is inconclusive otherwise (including no
+    data). More than ``failureLimit`` failed measurements fail the analysis; more
+    than ``inconclusiveLimit`` inconclusive ones pause it for approval."""
 
     queries: list[AnalysisQuery] = Field(min_length=1, max_length=10)
     intervalSeconds: int = Field(60, ge=1, le=86_400)

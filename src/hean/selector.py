@@ -4,8 +4,10 @@ Pure functions over a strategy's closed round trips (:class:`Trade`), used by th
 promotion controller (:mod:`hean.operator.promotion`) with the thresholds of
 ``spec.promotion.gates`` (:class:`hean.promotion.GatesSpec`):
 
-* **minimum closed trades** - ``n >= minClosedTrades``; fewer is not a failure but
-  "waiting" (no other gate is judged on too few trades);
+* **minimum closed trades** - ``n >= minClosedTrades``, counting the trades whose
+  entry regime is known (the market history before them is long enough to label
+  it); fewer is not a failure but "waiting" (no other gate is judged on too few
+  trades);
 * **recency-weighted performance** - the k-th most recent trade (k = 0 for the
   newest) has weight ``w_k = 0.5 ** (k / halfLifeTrades)`` (exponential decay with
   a half-life counted in trades); the weighted mean net PnL per trade
@@ -215,9 +217,9 @@ def evaluate(trades: list[Trade], gates: GatesSpec,
     regimeCoverage, shadow. ``shadow`` = (candidate net PnL, promoted net PnL,
     tolerance), USDT, when a candidate runs beside a promoted revision.
     """
-    n = len(trades)
+    n = sum(1 for t in trades if t.regime)
     results = [{"name": "minClosedTrades", "passed": n >= gates.minClosedTrades,
-                "message": f"{n} closed trades, need {gates.minClosedTrades}"}]
+                "message": f"{n} closed trades with a known regime, need {gates.minClosedTrades}"}]
     if n < gates.minClosedTrades:
         return "Waiting", results
     pnls = [t.pnl_usdt for t in sorted(trades, key=lambda t: (t.exit_ts_ms, t.entry_ts_ms))]

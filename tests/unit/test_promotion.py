@@ -320,6 +320,8 @@ def test_failure_limit_is_tolerated():
     assert w.status["state"] == "Analyzing" and w.status["measurements"] == ["Failed"]
     w.tick(5, measurement=OK)
     w.tick(5, measurement=OK)
+    assert w.status["state"] == "Analyzing"  # count = successful measurements needed
+    w.tick(5, measurement=OK)
     assert w.status["stage"] == "testnet"
     w.tick(30)
     w.tick(0, measurement=BAD)
@@ -500,3 +502,15 @@ def test_quarantined_symbols_and_admissions():
     adm = pro.admissions(s, rc.OperatorConfig(live_trading_enabled=True), False)
     assert adm["live"][0] is False and "RiskPolicyRequired" in adm["live"][1]
     assert pro.admissions(s, rc.OperatorConfig(live_trading_enabled=True), True)["live"] == (True, "")
+
+
+def test_inconclusive_within_the_limit_does_not_count_as_success():
+    w = Walker(promo(analysis={**ANALYSIS, "count": 2, "inconclusiveLimit": 3}))
+    w.tick()
+    w.tick(60, gates=PASSED)
+    for _ in range(3):
+        w.tick(5, measurement=NODATA)
+    assert w.status["state"] == "Analyzing" and w.status["measurements"] == ["Inconclusive"] * 3
+    w.tick(5, measurement=OK)
+    w.tick(5, measurement=OK)
+    assert w.status["stage"] == "testnet"

@@ -121,9 +121,10 @@ def test_recency_weighting_and_holdout_split():
 
 
 def test_too_few_trades_waits():
-    v, res = evaluate([Trade("X", "Buy", i, i + 1, 1.0, "up-low") for i in range(5)], GatesSpec(minClosedTrades=6))
+    trades = [Trade("X", "Buy", i, i + 1, 1.0, "up-low") for i in range(5)] + [Trade("X", "Buy", 9, 10, 1.0)]
+    v, res = evaluate(trades, GatesSpec(minClosedTrades=6))  # the unlabelled trade does not count
     assert v == "Waiting" and res == [{"name": "minClosedTrades", "passed": False,
-                                       "message": "5 closed trades, need 6"}]
+                                       "message": "5 closed trades with a known regime, need 6"}]
 
 
 def test_overfit_rule_from_real_data_is_refused(closes):
