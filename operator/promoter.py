@@ -137,13 +137,14 @@ async def measure(pr: Promoter, p: PromotionSpec, namespace: str, strategy: str,
     return m
 
 
-async def fetch_trades(pr: Promoter, pod: dict | None) -> dict | None:
-    """A worker pod's ``/trades`` document, or None (no pod IP, not ready, error)."""
+async def fetch_trades(pr: Promoter, pod: dict | None, window: int = 60) -> dict | None:
+    """A worker pod's ``/trades?window=`` document, or None (no pod IP, not ready,
+    error)."""
     ip = ((pod or {}).get("status") or {}).get("podIP")
     if not ip:
         return None
     try:
-        r = await pr.http.get(f"http://{ip}:8080/trades")
+        r = await pr.http.get(f"http://{ip}:8080/trades", params={"window": window})
         if r.status_code != 200:
             return None
         doc = r.json()
@@ -162,13 +163,13 @@ async def gate_report(pr: Promoter, key: tuple[str, str], p: PromotionSpec, rev:
     if cached is not None and cached[1] == rev and now - cached[0] < GATES_EVERY_SECONDS:
         return cached[2]
     shadowing = bool(promoted) and promoted != rev
-    doc = await fetch_trades(pr, cand_pod if shadowing else worker_pod)
+    doc = await fetch_trades(pr, cand_pod if shadowing else worker_pod, p.gates.regimeWindowBars)
     report = None
     if doc is not None and doc.get("revision") == rev:
         trades = [Trade.from_dict(t) for t in doc.get("trades") or []]
         shadow = None
         if shadowing:
-            other = await fetch_trades(pr, worker_pod)
+            other = await fetch_trades(pr, worker_pod, p.gates.regimeWindowBars)
             if other is not None:
                 shadow = (float(doc.get("netPnlUsdt") or 0), float(other.get("netPnlUsdt") or 0),
                           p.shadow.toleranceUsdt)

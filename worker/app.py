@@ -534,8 +534,13 @@ class Worker:
         app.add_api_route("/metrics/bybit", self.bybit_metrics, methods=["GET"])
         from .selection import trades_snapshot
 
-        async def trades() -> dict:
-            return await trades_snapshot(self)
+        async def trades(window: int = 60):
+            try:
+                return await trades_snapshot(self, window)
+            except ValueError as e:
+                from fastapi.responses import JSONResponse
+
+                return JSONResponse({"error": str(e)}, status_code=400)
         app.add_api_route("/trades", trades, methods=["GET"])
         server = uvicorn.Server(uvicorn.Config(app, host=self.settings.bind_address,
                                                port=self.settings.http_port, log_level="warning",

@@ -14,7 +14,7 @@ from decimal import Decimal
 
 import numpy as np
 
-from hean.selector import label_trades, regime_labels, round_trips
+from hean.selector import REGIME_WINDOW, label_trades, regime_labels, round_trips
 
 MAX_TRADES = 2000
 
@@ -34,7 +34,7 @@ def capture(worker) -> dict:
             "_fills": list(e.ledger.fills), "_hist": {sym: list(h) for sym, h in e.close_history.items()}}
 
 
-def compute(cap: dict) -> dict:
+def compute(cap: dict, window: int = REGIME_WINDOW) -> dict:
     """``{ready, role, revision, mode, capitalUsdt, netPnlUsdt, closedTrades, trades:
     [{symbol, side, entryTsMs, exitTsMs, pnlUsdt, regime}]}`` from :func:`capture`'s
     copy; money in USDT (net PnL = equity - capital, a decimal string)."""
@@ -46,11 +46,14 @@ def compute(cap: dict) -> dict:
         if h:
             ts = np.fromiter((t for t, _ in h), dtype=np.int64, count=len(h))
             closes = np.fromiter((c for _, c in h), dtype=np.float64, count=len(h))
-            bars[sym] = (ts, regime_labels(closes))
+            bars[sym] = (ts, regime_labels(closes, window))
     trips = label_trades(round_trips(fills), bars)
     return {**cap, "closedTrades": len(trips), "trades": [t.to_dict() for t in trips[-MAX_TRADES:]]}
 
 
-async def trades_snapshot(worker) -> dict:
-    """The ``/trades`` document: captured on the loop, computed in a thread."""
-    return await asyncio.to_thread(compute, capture(worker))
+async def trades_snapshot(worker, window: int = REGIME_WINDOW) -> dict:
+    """The ``/trades`` document (``window``: bars of the regime labels, 5..10000;
+    ValueError outside): captured on the loop, computed in a thread."""
+    if not 5 <= window <= 10_000:
+        raise ValueError(f"window must be 5..10000 bars, got {window}")
+    return await asyncio.to_thread(compute, capture(worker), window)

@@ -135,7 +135,8 @@ class GatesSpec(_Model):
     ``holdoutFraction`` of the most recent trades form the holdout, whose mean net
     PnL per trade must be at least ``earlier_mean - maxHoldoutDropUsdt`` and, if the
     earlier window made money, not negative by more than ``maxHoldoutDropUsdt``;
-    ``minRegimes`` of the four volatility/trend buckets must each hold at least
+    ``minRegimes`` of the four volatility/trend buckets (trend and volatility over
+    ``regimeWindowBars`` bars before the entry) must each hold at least
     ``minTradesPerRegime`` trades."""
 
     minClosedTrades: int = Field(20, ge=1, le=100_000)
@@ -145,6 +146,7 @@ class GatesSpec(_Model):
     maxHoldoutDropUsdt: float = Field(0.0, ge=0, le=1e9)
     minRegimes: int = Field(2, ge=1, le=4)
     minTradesPerRegime: int = Field(3, ge=1, le=10_000)
+    regimeWindowBars: int = Field(60, ge=5, le=10_000)
 
 
 class ShadowSpec(_Model):

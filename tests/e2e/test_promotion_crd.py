@@ -36,7 +36,7 @@ def test_full_promotion_is_accepted_with_defaults(crds, namespace: str) -> None:
     assert got["onFailure"] == "Demote"
     assert got["gates"] == {"minClosedTrades": 20, "halfLifeTrades": 20, "minWeightedPnlUsdt": 0,
                             "holdoutFraction": 0.3, "maxHoldoutDropUsdt": 0, "minRegimes": 2,
-                            "minTradesPerRegime": 3}
+                            "minTradesPerRegime": 3, "regimeWindowBars": 60}
     a = got["analysis"]
     assert (a["failureLimit"], a["inconclusiveLimit"], a["initialDelaySeconds"]) == (0, 0, 0)
     # the API server's defaults are the model's defaults
