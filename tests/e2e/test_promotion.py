@@ -17,7 +17,9 @@ Four strategies run at once (one install, one Prometheus; about a minute):
 * ``overfit`` - its trades cover fewer volatility/trend regimes than its gates
   require: refused in paper with the gate's reason in ``status.promotion``;
 * ``held`` - a SymbolQuarantine on its symbol pauses the promotion; deleting the
-  quarantine resumes it (the soak starts over).
+  quarantine resumes it (the soak starts over);
+* then new params on ``good``: the candidate revision runs in a shadow paper pod
+  ``good-candidate`` beside the promoted revision (still live) and is compared with it.
 
 Local harness only (the pods reach the test exchange and Prometheus on loopback).
 """
@@ -235,6 +237,28 @@ def test_good_walks_bad_is_demoted_overfit_is_refused_quarantine_pauses(kube, en
         wait_for(lambda: seen(mode), 30, message=f"Prometheus scraped the good worker in mode {mode}")
     assert x.accounts[keys["good"]].executions, "no order reached the exchange"
 
+    # ---- new params: a candidate shadows the promoted revision (Argo's Experiment) ------------
+    kube.kubectl("patch", "tradingstrategy", "good", "-n", ns, "--type=merge",
+                 "-p", json.dumps({"spec": {"params": {"cooldownBars": 1}}}))
+    cand_rev = revision(kube.get("tradingstrategy", "good", namespace=ns)["spec"]["params"])
+    assert cand_rev != good_rev
+    cand = wait_for(lambda: kube.get("pod", "good-candidate", namespace=ns, check=False), 30,
+                    message="shadow pod good-candidate")
+    cenv = {e["name"]: e.get("value") for e in cand["spec"]["containers"][0]["env"]}
+    assert (cenv["HEAN_ROLE"], cenv["HEAN_EFFECTIVE_MODE"], cenv["HEAN_REVISION"]) == ("candidate", "paper", cand_rev)
+    assert cand["metadata"]["labels"]["hean.io/role"] == "candidate"
+    main = kube.get("pod", "good-worker", namespace=ns)
+    menv = {e["name"]: e.get("value") for e in main["spec"]["containers"][0]["env"]}
+    assert (menv["HEAN_EFFECTIVE_MODE"], menv["HEAN_REVISION"]) == ("live", good_rev), "the promoted keeps trading"
+    assert json.loads(menv["HEAN_PARAMS_JSON"])["cooldownBars"] == 0
+
+    def compared():
+        _, p = promo("good")
+        return p if any(g["name"] == "shadow" for g in p.get("gates") or []) else None
+    p = wait_for(compared, 60, interval=0.5, message=lambda: f"shadow comparison: {promo('good')[1]}")
+    assert (p["candidateRevision"], p["promotedRevision"]) == (cand_rev, good_rev)
+    assert "vs promoted" in next(g for g in p["gates"] if g["name"] == "shadow")["message"]
+
     # ---- the bad one is demoted and not retried -----------------------------------------------
     def demoted():
         st, p = promo("bad")
@@ -256,4 +280,5 @@ def test_good_walks_bad_is_demoted_overfit_is_refused_quarantine_pauses(kube, en
     assert pod["spec"]["containers"][0]["env"]
     time.sleep(3)
     assert promo("bad")[1]["state"] == "Demoted", "a failed revision is not retried"
-    print(f"promotion e2e: {time.monotonic() - t0:.1f}s after apply")
+    print(f"promotion e2e: {time.monotonic() - t0:.1f}s after apply; bad: "
+          + "; ".join(f"{r['gate']} {r['phase']} {r['message']}" for r in p["analysisResults"]))
