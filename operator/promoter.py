@@ -230,6 +230,11 @@ async def prepare(pr: Promoter, key: tuple[str, str], strategy: dict, cfg: rc.Op
         shadowing = current.get("stage", "paper") == "paper" and current.get("promotedRevision") not in (None, rev)
         pod = candidate_name(key[1]) if shadowing else rc.worker_name(key[1])
         measurement = await measure(pr, p, key[0], key[1], pod)
+    ready = True
+    if current.get("candidateRevision") == rev:
+        main, cand = pm.effective(p, spec, current)
+        ready = (pod_current(strategy, cand, "candidate", pr.candidates.get(key)) if cand is not None
+                 else pod_current(strategy, main, "worker", worker_pod))
     gates = None
     if current.get("candidateRevision") == rev and pm.gates_due(current):
         gates = await gate_report(pr, key, p, rev, worker_pod, pr.candidates.get(key),
@@ -240,7 +245,7 @@ async def prepare(pr: Promoter, key: tuple[str, str], strategy: dict, cfg: rc.Op
         approvals=frozenset(approvals(strategy["metadata"].get("annotations"))),
         open_positions=int(st.get("openPositions") or 0),
         positions_at=rc.parse_time(st.get("lastHeartbeat")),
-        admissions=admissions(strategy, cfg, policy_exists))
+        admissions=admissions(strategy, cfg, policy_exists), worker_ready=ready)
     return Ctx(p, pm.step(inputs, strategy["metadata"].get("generation")))
 
 
@@ -281,6 +286,17 @@ def desired_candidate(strategy: dict, eff: pm.Effective, cfg: rc.OperatorConfig)
     """The shadow candidate pod: paper, the candidate's params, role candidate."""
     s = effective_strategy(strategy, eff, "candidate")
     return decorate_pod(rc.desired_pod(s, cfg), eff, "candidate")
+
+
+def pod_current(strategy: dict, eff: pm.Effective, role: str, pod: dict | None) -> bool:
+    """True if ``pod`` runs ``eff`` (its spec-hash is the effective one) and is Ready."""
+    if pod is None or pod["metadata"].get("deletionTimestamp"):
+        return False
+    want = rc.structural_hash(effective_strategy(strategy, eff, role)["spec"])
+    if pod_hash(pod) != want:
+        return False
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (pod.get("status") or {}).get("conditions") or [])
 
 
 def pod_hash(pod: dict) -> str | None:

@@ -142,7 +142,10 @@ class Inputs:
     RiskPolicy's states; ``approvals`` from :func:`hean.promotion.approvals`;
     ``open_positions`` and ``positions_at`` the worker's ``status.openPositions`` and
     ``status.lastHeartbeat``; ``admissions`` mode -> ``(ok, reason)`` of the
-    operator's live-trading gates (``reconcile.admit``) for each exchange mode.
+    operator's live-trading gates (``reconcile.admit``) for each exchange mode;
+    ``worker_ready`` whether the pod that runs the revision (the worker, or the
+    shadow candidate) already runs the current position and is Ready - the soak
+    clock starts only then.
     """
 
     spec: dict
@@ -157,6 +160,7 @@ class Inputs:
     open_positions: int = 0
     positions_at: datetime | None = None
     admissions: dict = field(default_factory=dict)
+    worker_ready: bool = True
 
 
 @dataclass(frozen=True)
@@ -388,6 +392,10 @@ class _Walk:
                 nxt = self.next_pos()
                 if nxt is not None:
                     self.try_enter(nxt)
+            return
+        if state == SOAKING and not inp.worker_ready:
+            st["stageStartedAt"] = _fmt(inp.now)  # the soak starts when the pod of this position runs
+            st["message"] = f"{self.gid()}: waiting for the worker pod of this stage to be ready"
             return
         if state == SOAKING:
             started = _parse(st.get("stageStartedAt")) or inp.now

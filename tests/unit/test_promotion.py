@@ -514,3 +514,31 @@ def test_inconclusive_within_the_limit_does_not_count_as_success():
     w.tick(5, measurement=OK)
     w.tick(5, measurement=OK)
     assert w.status["stage"] == "testnet"
+
+
+def test_the_soak_starts_when_the_stage_pod_is_ready():
+    w = Walker()
+    w.to_testnet()
+    w.tick(10, worker_ready=False)  # the testnet pod is still starting
+    assert w.status["state"] == "Soaking" and "waiting for the worker pod" in w.status["message"]
+    assert w.status["stageStartedAt"] == pm._fmt(w.now)
+    w.tick(29)
+    assert w.status["state"] == "Soaking"
+    w.tick(1)
+    assert w.status["state"] == "Analyzing"
+
+
+def test_pod_current_compares_the_effective_hash_and_readiness():
+    from hean.operator import promoter as pro
+    from hean.operator import reconcile as rc
+
+    s = {"apiVersion": "hean.io/v1alpha1", "kind": "TradingStrategy",
+         "metadata": {"name": "st", "namespace": "ns", "uid": "u1"},
+         "spec": {"strategy": "impulse", "symbols": ["BTCUSDT"], "capital": 1000, "riskPolicyRef": {"name": "p"}}}
+    eff = pm.Effective("paper", 1.0, PARAMS, R1)
+    pod = rc.desired_pod(pro.effective_strategy(s, eff), rc.OperatorConfig())
+    assert not pro.pod_current(s, eff, "worker", pod)  # not Ready yet
+    pod["status"] = {"conditions": [{"type": "Ready", "status": "True"}]}
+    assert pro.pod_current(s, eff, "worker", pod)
+    assert not pro.pod_current(s, pm.Effective("testnet", 1.0, PARAMS, R1), "worker", pod)
+    assert not pro.pod_current(s, eff, "worker", None)
