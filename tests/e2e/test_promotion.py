@@ -145,8 +145,8 @@ def test_good_walks_bad_is_demoted_overfit_is_refused_quarantine_pauses(kube, en
     # "bad" pays about 60-80 USDT of fees and slippage per round trip at its 50,000 USDT cap and
     # trades about once a second on the candles the exchange replays: its PnL is above -2,500
     # when its paper analysis runs (right after its first labelled trades) and about -5,000
-    # after the 60 s testnet soak (measured: -4,300 after 45 s)
-    strategy("bad", "ETHUSDT", {"stages": ["paper", "testnet"], "soakSeconds": {"paper": 0, "testnet": 60},
+    # after the 35 s testnet soak (its clock starts when the testnet pod is Ready)
+    strategy("bad", "ETHUSDT", {"stages": ["paper", "testnet"], "soakSeconds": {"paper": 0, "testnet": 35},
                                 "analysis": analysis(-2500), "gates": gates}, "big", leverage=5, capital=100000)
     strategy("overfit", "BTCUSDT", {"stages": ["paper"], "soakSeconds": {"paper": 0},
                                     "gates": {**gates, "minRegimes": 4, "minTradesPerRegime": 25}}, "small")
