@@ -28,6 +28,7 @@ from hean import api
 from hean.kube import load_config, patch_status, post_event
 
 from . import metrics
+from . import promoter as pro
 from . import reconcile as rc
 
 log = logging.getLogger("hean.operator")
@@ -105,6 +106,7 @@ class OperatorState:
         self.quarantine_seen_active: dict[str, bool] = {}
         self.reconciles = 0
         self.errors = 0
+        self.promoter = pro.Promoter()  # progressive promotion (docs/promotion.md)
 
     def schedule(self, key: tuple[str, str], delay: float = 0.0) -> None:
         """Coalesce: at most one pending reconcile per strategy."""
@@ -161,15 +163,25 @@ async def reconcile_strategy(state: OperatorState, key: tuple[str, str]) -> None
         spec = strategy.get("spec") or {}
         now = _now()
         policy = state.policies.get((ns, (spec.get("riskPolicyRef") or {}).get("name", "")))
-        admission = rc.admit(spec, state.cfg, policy is not None)
         pod = state.pods.get(key)
+        # promotion: the worker runs the stage's mode/capital/params (operator/promoter.py)
+        try:
+            promo = await pro.prepare(state.promoter, key, strategy, state.cfg, policy is not None,
+                                      list(state.quarantines.values()), pod, now)
+        except Exception:  # noqa: BLE001 - a promotion error must not stop the reconcile
+            log.exception("promotion of %s/%s failed", ns, name)
+            promo = None
+        run = pro.effective_strategy(strategy, promo.decision.worker) if promo else strategy
+        admission = rc.admit(run.get("spec") or {}, state.cfg, policy is not None)
         try:
             if admission.ok:
                 await ensure_rbac(state, strategy)
-            action = rc.pod_action(strategy, pod, admission, policy is not None, state.failures[key],
+            action = rc.pod_action(run, pod, admission, policy is not None, state.failures[key],
                                    state.last_create.get(key), now)
             if action.kind == "create":
-                body = rc.desired_pod(strategy, state.cfg)
+                body = rc.desired_pod(run, state.cfg)
+                if promo:
+                    pro.decorate_pod(body, promo.decision.worker)
                 try:
                     created = await state.core.create_namespaced_pod(ns, body)
                     state.pods[key] = state.api_client.sanitize_for_serialization(created)
@@ -193,13 +205,16 @@ async def reconcile_strategy(state: OperatorState, key: tuple[str, str]) -> None
                                  "Normal" if action.reason == "SpecChanged" else "Warning", "hean-operator")
             elif action.kind == "wait":
                 state.schedule(key, action.after_seconds)
+            if admission.ok:
+                await pro.reconcile_candidate(state.promoter, state, key, strategy, promo)
         except ApiException as e:
             state.errors += 1
             metrics.record_error("TradingStrategy")
             log.warning("reconcile %s/%s: API error %s %s", ns, name, e.status, e.reason)
             state.schedule(key, 2.0)
-        desired = rc.strategy_status(strategy, admission, policy, pod, state.failures[key], now)
+        desired = rc.strategy_status(run, admission, policy, pod, state.failures[key], now)
         current = strategy.get("status") or {}
+        desired = pro.merge_status(desired, promo, current, now)
         if rc.status_changed(current, desired):
             transitions = rc.condition_transitions(current.get("conditions"), desired["conditions"])
             try:
@@ -211,6 +226,7 @@ async def reconcile_strategy(state: OperatorState, key: tuple[str, str]) -> None
                 metrics.record_error("TradingStrategy")
                 log.warning("status patch %s/%s failed: %s %s", ns, name, e.status, e.reason)
                 return
+            await pro.post_events(state.promoter, state, key, strategy, promo)
             old_by = {c.get("type"): c for c in current.get("conditions") or []}
             for c in transitions:
                 if c["type"] == api.COND_RISK_LIMITED:
@@ -367,6 +383,14 @@ async def on_pod(event: dict, memo: kopf.Memo, **_) -> None:
     if not strategy:
         return
     key = (obj["metadata"]["namespace"], strategy)
+    if (obj["metadata"].get("labels") or {}).get(pro.LABEL_ROLE) == "candidate":  # the shadow pod (promotion)
+        cands = memo.state.promoter.candidates
+        if event.get("type") != "DELETED":
+            cands[key] = obj
+        elif (cands.get(key) or {}).get("metadata", {}).get("uid") == obj["metadata"].get("uid"):
+            cands.pop(key, None)
+        memo.state.schedule(key)
+        return
     if event.get("type") == "DELETED":
         cur = memo.state.pods.get(key)
         if cur is not None and cur["metadata"].get("uid") == obj["metadata"].get("uid"):

@@ -84,6 +84,8 @@ def structural_hash(spec: dict) -> str:
     # before the field existed (an operator upgrade does not replace their pods).
     material = json.dumps({k: spec.get(k) for k in STRUCTURAL_FIELDS if k != "bybit" or spec.get(k) is not None},
                           sort_keys=True, separators=(",", ":"))
+    if spec.get("promotionEffective") is not None:  # the promotion stage/step the pod runs (operator/promoter.py)
+        material += json.dumps(spec["promotionEffective"], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(material.encode()).hexdigest()[:16]
 
 

@@ -19,6 +19,8 @@ the operator fills from the strategy's Secret; never logged). See docs/bybit.md.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import json
 import logging
 import signal
 import time
@@ -89,6 +91,16 @@ class WorkerSettings(BaseSettings):
     bybit_order_rate: int = 10
     bybit_dcp_seconds: int = 0  # exchange-side dead-man switch window, 3..300; 0 = off
     bybit_recv_window_ms: int = 5000  # spec.bybit (if set) wins over these HEAN_BYBIT_* defaults
+    # Progressive promotion (docs/promotion.md), set by the operator on the pod: the
+    # stage's mode, the capital fraction, the params of the revision this pod runs,
+    # halted (flatten, no entries), role "worker" or "candidate" (a shadow: no status
+    # writes, no Events) and the revision (hash of the params).
+    effective_mode: str | None = None
+    capital_fraction: float = 1.0
+    params_json: str | None = None
+    promotion_halted: bool = False
+    role: str = "worker"
+    revision: str | None = None
 
 
 def structural(spec: dict) -> dict:
@@ -209,7 +221,7 @@ class Worker:
         self.strategy_obj = obj
         spec = obj.get("spec") or {}
         try:
-            parsed = StrategySpec.model_validate(spec)
+            parsed = StrategySpec.model_validate(self._effective(spec))
         except ValidationError as e:
             self.spec_error = describe_validation_error("spec", e)
             log.error("invalid TradingStrategy spec: %s", self.spec_error)
@@ -296,9 +308,24 @@ class Worker:
         self.api_contact()
         self._apply_quarantines()
 
+    def _effective(self, spec: dict) -> dict:
+        """``spec`` with the promotion overrides of the pod env applied (mode, capital
+        x fraction, params); unchanged without them (docs/promotion.md)."""
+        s = self.settings
+        if not (s.effective_mode or s.params_json or s.capital_fraction != 1.0):
+            return spec
+        out = dict(spec)
+        if s.effective_mode:
+            out["mode"] = s.effective_mode
+        if s.params_json:
+            out["params"] = json.loads(s.params_json)
+        if s.capital_fraction != 1.0 and spec.get("capital") is not None:
+            out["capital"] = str(Decimal(str(spec["capital"])) * Decimal(str(s.capital_fraction)))
+        return out
+
     # ---- events -----------------------------------------------------------------
     def _post(self, obj: dict | None, reason: str, message: str, type_: str = "Normal") -> None:
-        if obj is None or self.api_client is None:
+        if obj is None or self.api_client is None or self.settings.role == "candidate":
             return
         asyncio.get_running_loop().create_task(post_event(self.api_client, obj, reason, message, type_, "hean-worker"))
 
@@ -363,7 +390,7 @@ class Worker:
         while True:
             obj = self.strategies.cache.get(self.settings.strategy_name) if self.strategies else None
             if obj is not None and self.spec_error is None:
-                spec = StrategySpec.model_validate(obj.get("spec") or {})
+                spec = StrategySpec.model_validate(self._effective(obj.get("spec") or {}))
                 if spec.mode != "paper" and spec.marketData.source != "live":
                     self.data_error = (f"spec.mode {spec.mode!r} trades on the exchange and needs "
                                        "spec.marketData.source 'live' (replayed candles would trade on old prices)")
@@ -462,6 +489,7 @@ class Worker:
         """Build the engine, then feed it the merged candles of all symbols in time
         order, paced by ``spec.marketData.replay.speed`` (or run the live feed)."""
         engine, series = await self._build_engine()
+        engine.halted = self.settings.promotion_halted
         self.engine = engine
         if series is None:
             self._apply_strategy(self.strategy_obj)
@@ -653,6 +681,16 @@ class Worker:
         app = build_app(self)
         app.add_api_route("/bybit", self.bybit_snapshot, methods=["GET"])
         app.add_api_route("/metrics/bybit", self.bybit_metrics, methods=["GET"])
+        from .selection import trades_snapshot
+
+        async def trades(window: int = 60):
+            try:
+                return await trades_snapshot(self, window)
+            except ValueError as e:
+                from fastapi.responses import JSONResponse
+
+                return JSONResponse({"error": str(e)}, status_code=400)
+        app.add_api_route("/trades", trades, methods=["GET"])
         server = uvicorn.Server(uvicorn.Config(app, host=self.settings.bind_address,
                                                port=self.settings.http_port, log_level="warning",
                                                access_log=False))
@@ -667,8 +705,9 @@ class Worker:
         await self.strategies.synced.wait()
         await self.policies.synced.wait()
         await self.quarantines.synced.wait()
-        tasks += [asyncio.create_task(c) for c in (self.replay(), self.status_loop(), self.quarantine_clock(),
-                                                                self.api_watchdog())]
+        loops = (self.replay(), self.quarantine_clock(), self.api_watchdog()) + \
+            ((self.status_loop(),) if self.settings.role != "candidate" else ())
+        tasks += [asyncio.create_task(c) for c in loops]
         await stop.wait()
         log.info("stopping")
         server.should_exit = True
@@ -678,8 +717,10 @@ class Worker:
         except (asyncio.TimeoutError, Exception):  # noqa: BLE001
             pass
         try:
-            await asyncio.wait_for(patch_status(self.api_client, api.STRATEGY_PLURAL, ns, self.settings.strategy_name,
-                                                {**self.runtime_status(), "tradingActive": False}), 3)
+            if self.settings.role != "candidate":
+                await asyncio.wait_for(patch_status(self.api_client, api.STRATEGY_PLURAL, ns,
+                                                    self.settings.strategy_name,
+                                                    {**self.runtime_status(), "tradingActive": False}), 3)
         except Exception:  # noqa: BLE001
             pass
         for t in tasks:

@@ -91,6 +91,8 @@ R_LEG_IMBALANCE = "LEG_IMBALANCE"
 R_NOT_PICKED = "NOT_SCANNER_PICK"
 R_LEG_ON_EXCHANGE = "SPOT_LEG_PAPER_ONLY"
 R_API_UNREACHABLE = "API_UNREACHABLE"  # Kubernetes API unreachable too long: exits only
+R_PROMOTION_HALTED = "PROMOTION_HALTED"  # the promotion controller halted the worker (docs/promotion.md)
+CLOSE_HISTORY = 50_000  # closes kept per symbol for the selector's regime labels (hean.selector)
 
 # Risk reason codes (why the risk state is above NORMAL).
 RR_SOFT_DD = "SOFT_DRAWDOWN"
@@ -213,6 +215,9 @@ class Engine:
         # Set by the worker while the Kubernetes API has been unreachable for longer
         # than HEAN_API_UNREACHABLE_SECONDS: no new entries, exits still act.
         self.api_unreachable = False
+        # Promotion (docs/promotion.md): halted = flatten every position, no new entries.
+        self.halted = False
+        self.close_history: dict[str, deque] = {s: deque(maxlen=CLOSE_HISTORY) for s in self.symbols}
 
     # ---- control changes -------------------------------------------------------
     def update_spec(self, spec: StrategySpec) -> None:
@@ -543,6 +548,7 @@ class Engine:
         else:
             self._check_exits_exchange(st, bar)
         st.mark = bar.close
+        self.close_history[symbol].append((bar.ts_ms, float(bar.close)))
         st.bars_seen += 1
         if st.cooldown_left > 0:
             st.cooldown_left -= 1
@@ -641,6 +647,10 @@ class Engine:
     def _decide(self, st: SymbolState, result) -> None:
         """Act on what the strategy answered (an OrderIntent, a reason code or None)."""
         pos = self.ledger.position(st.symbol)
+        if pos.size != 0 and self.halted and st.pending is None:
+            self._queue(st, "Sell" if pos.size > 0 else "Buy", abs(pos.size), True, "PROMOTION_HALT")
+            st.last_reason = R_PROMOTION_HALTED
+            return
         if isinstance(result, OrderIntent) and result.reduce_only:
             # Exits are never gated; at most one order in flight per symbol.
             if st.pending is None and st.leg_pending is None:
@@ -691,6 +701,8 @@ class Engine:
             return R_API_UNREACHABLE
         if self.spec.paused:
             return R_PAUSED
+        if self.halted:
+            return R_PROMOTION_HALTED
         if self.risk_state == api.RISK_HARD_STOP:
             return R_HARD_STOP
         if st.quarantined:
@@ -920,6 +932,6 @@ class Engine:
     def trading_active(self) -> bool:
         """True if the engine could open a position now on at least one symbol."""
         if self.policy is None or self.spec.paused or self.risk_state == api.RISK_HARD_STOP or self.blocked_reason \
-                or self.api_unreachable:
+                or self.api_unreachable or self.halted:
             return False
         return any(not st.quarantined for st in self.symbols.values())

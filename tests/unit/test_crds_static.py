@@ -87,6 +87,7 @@ STATUS_KEYS = {
     "TradingStrategy": {
         # operator
         "observedGeneration", "conditions", "phase", "workerPod", "restarts",
+        "promotion",  # operator, docs/promotion.md
         # worker
         "riskState", "riskReasons", "tradingActive", "equity", "realizedPnl",
         "unrealizedPnl", "fees", "pnl", "drawdownPercent", "openPositions",
@@ -283,6 +284,28 @@ for _key, _name in (("momentum", "momentum"), ("grid", "grid"), ("scalping", "sc
                     ("fundingHarvest", "funding_harvest"), ("basisArbitrage", "basis_arbitrage")):
     CEL_MIRRORS[f"!has(self.params) || !has(self.params.{_key}) || self.strategy == '{_name}'"] = (
         lambda s, k=_key, n=_name: k not in (s.get("params") or {}) or s["strategy"] == n)
+
+
+# spec.promotion (docs/promotion.md)
+_PROMO_STAGES = (["paper"], ["paper", "testnet"], ["paper", "testnet", "live"])
+CEL_MIRRORS.update({
+    "!has(self.promotion) || !has(self.mode) || self.mode == 'paper'":
+        lambda s: "promotion" not in s or s.get("mode", "paper") == "paper",
+    "!has(self.promotion) || !('testnet' in self.promotion.stages) || has(self.credentialsSecretRef)":
+        lambda s: "promotion" not in s or "testnet" not in s["promotion"]["stages"] or "credentialsSecretRef" in s,
+    "!has(self.promotion) || !('live' in self.promotion.stages) || "
+    "(has(self.liveConfirmation) && self.liveConfirmation == 'I_UNDERSTAND_LIVE_TRADING')":
+        lambda s: "promotion" not in s or "live" not in s["promotion"]["stages"]
+        or s.get("liveConfirmation") == LIVE_PHRASE,
+    "self.stages == ['paper'] || self.stages == ['paper', 'testnet'] || "
+    "self.stages == ['paper', 'testnet', 'live']": lambda s: s["stages"] in _PROMO_STAGES,
+    "!('live' in self.stages) || has(self.capitalSteps)": lambda s: "live" not in s["stages"] or "capitalSteps" in s,
+    "!('live' in self.stages) || has(self.analysis)": lambda s: "live" not in s["stages"] or "analysis" in s,
+    "self.isSorted() && self.all(x, self.filter(y, y == x).size() == 1)":
+        lambda s: all(a < b for a, b in zip(s, s[1:])),
+    "self[self.size() - 1] == 1.0": lambda s: s[-1] == 1.0,
+    "self.failureLimit < self.count": lambda s: s["failureLimit"] < s["count"],
+})
 
 
 def norm_rule(rule: str) -> str:
