@@ -122,6 +122,8 @@ class Worker:
         self.live_data = None  # hean.worker.bybit.runtime.LiveData (marketData.source live)
         self.instruments_doc: dict | None = None
         self.funding: dict[str, list] = {}
+        self.state = None  # hean.worker.state.WorkerState (Redis or in-memory), set in run()
+        self.paper_state = None  # hean.worker.state.PaperDurability (paper mode on Redis)
 
     # ---- watch callbacks --------------------------------------------------------
     def _apply_strategy(self, obj: dict) -> None:
@@ -286,7 +288,7 @@ class Worker:
                 try:
                     self.exchange = ExchangeRuntime(engine, s.namespace, s.strategy_name, ep, s.bybit_state_dir, blocks,
                                                     s.bybit_reconcile_seconds, s.bybit_timeout, s.bybit_order_rate,
-                                                    dcp_seconds=s.bybit_dcp_seconds)
+                                                    dcp_seconds=s.bybit_dcp_seconds, state=self.state)
                 except (ValueError, OSError) as e:
                     self.data_error = f"exchange execution cannot start: {e}"
                     engine.blocked_reason = "EXCHANGE_NOT_CONFIGURED"
@@ -345,11 +347,13 @@ class Worker:
             for reason, n in s.dropped.items():
                 engine.dropped[reason] += n
         self._apply_strategy(self.strategy_obj)
+        resume_ms = await self._restore_paper(engine)
         self.ready = True
         self._engine_ready.set()
         spec = engine.spec.marketData.replay
         start_ms = int(spec.start.timestamp() * 1000) if spec.start else None
-        streams = [[(b.ts_ms, sym, b) for b in s.bars if start_ms is None or b.ts_ms >= start_ms] for sym, s in series.items()]
+        streams = [[(b.ts_ms, sym, b) for b in s.bars if (start_ms is None or b.ts_ms >= start_ms)
+                    and (resume_ms is None or b.ts_ms > resume_ms)] for sym, s in series.items()]
         while True:
             merged = list(heapq.merge(*streams, key=lambda t: (t[0], t[1])))
             if not merged:
@@ -367,9 +371,13 @@ class Worker:
                     await asyncio.sleep(delay)
                 elif i % 64 == 0:
                     await asyncio.sleep(0)
+                if self.paper_state is not None and not await self._paper_may_trade(engine):
+                    return
                 engine.on_bar(sym, bar)
                 self.cursor_ms = ts
                 self.events_total += 1
+                if self.paper_state is not None:
+                    self.paper_state.after_bar(engine, ts)
                 if engine.risk_events:
                     self._drain_risk_events()
             if not spec.loop:
@@ -379,6 +387,50 @@ class Worker:
         self.replay_done = True
         engine.finish()
         log.info("replay finished: %d candles, equity %s", self.events_total, engine.equity())
+
+    # ---- durable paper state (issue 7, hean.worker.state) ---------------------------
+    async def _restore_paper(self, engine: Engine) -> int | None:
+        """Paper mode with Redis: take the lease, restore ledger and engine state, start
+        the lease and writer tasks; returns the committed data cursor (epoch ms) or None."""
+        from .state import PaperDurability
+
+        if self.state is None or self.state.store is None:
+            return None
+        self.paper_state = PaperDurability(self.state)
+        engine.blocked_reason = "LEASE_HELD"
+        info = await self.paper_state.start(engine)
+        engine.blocked_reason = None
+        loop = asyncio.get_running_loop()
+        self._state_tasks = [loop.create_task(self.state.lease_loop()), loop.create_task(self.state.writer.run())]
+        return info["cursorMs"]
+
+    async def _paper_may_trade(self, engine: Engine) -> bool:
+        """Before each candle: pause while Redis is unreachable (the paper account cannot
+        be made durable), stop for good when fenced. False = stop the replay."""
+        while True:
+            why = self.state.blocked()
+            if why is None:
+                if engine.blocked_reason in ("STATE_STORE_DOWN", "LEASE_HELD"):
+                    engine.blocked_reason = None
+                return True
+            engine.blocked_reason = why
+            if why == "FENCED":
+                log.error("fenced: another worker owns this strategy's state; the replay stops here")
+                return False
+            await asyncio.sleep(0.25)
+
+    async def _stop_state(self) -> None:
+        """Graceful stop: commit pending writes (a few seconds at most), release the lease."""
+        st = self.state
+        if st is None or st.store is None:
+            return
+        try:
+            if st.writer.pending() and not st.store.fenced:
+                await asyncio.wait_for(st.writer.flush(), 3)
+        except Exception as e:  # noqa: BLE001 - reconciliation repairs what is lost
+            log.warning("state flush at stop failed: %r", e)
+        await st.release()
+        await st.store.aclose()
 
     # ---- status -----------------------------------------------------------------
     def runtime_status(self) -> dict:
@@ -498,6 +550,9 @@ class Worker:
 
         self.api_client = await load_config()
         ns = self.settings.namespace
+        from .state import WorkerState
+
+        self.state = WorkerState.from_env(ns, self.settings.strategy_name, self.settings.pod_name)
         self.strategies = Informer(self.api_client, api.STRATEGY_PLURAL, ns, self._on_strategy,
                                    field_selector=f"metadata.name={self.settings.strategy_name}")
         self.policies = Informer(self.api_client, api.POLICY_PLURAL, ns, self._on_policy)
@@ -533,9 +588,10 @@ class Worker:
                                                 {**self.runtime_status(), "tradingActive": False}), 3)
         except Exception:  # noqa: BLE001
             pass
-        for t in tasks:
+        for t in tasks + getattr(self, "_state_tasks", []):
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self._stop_state()
         await self.api_client.close()
         # pybit's WebSocket threads are daemons that may outlive the loop: drop what
         # could still reach native objects so they are freed before interpreter exit.

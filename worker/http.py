@@ -198,6 +198,9 @@ class WorkerCollector:
                                "Unix time of the last successful status write", labels=base)
         hb.add_metric(lv, w.last_status_write)
         yield hb
+        from .state import state_metric_families
+
+        yield from state_metric_families(getattr(w, "state", None), base, lv)
         if e is None:
             return
         with obs.lock:
@@ -373,6 +376,8 @@ def build_app(worker: "Worker") -> FastAPI:
             "specError": worker.spec_error,
             "policyError": worker.policy_error,
             "dataError": worker.data_error,
+            "state": worker.state.snapshot() if getattr(worker, "state", None) is not None else
+            {"backend": "memory", "durable": False},
         }
         if e is None:
             return out

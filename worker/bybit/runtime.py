@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from decimal import Decimal
 from pathlib import Path
 
 from hean.marketdata import Instrument, _instrument_from_record
@@ -34,6 +35,7 @@ log = logging.getLogger("hean.worker.bybit")
 B_NOT_RECONCILED = "EXCHANGE_NOT_RECONCILED"
 B_STALE = "MARKET_DATA_STALE"
 B_PRIVATE_DOWN = "EXCHANGE_STREAM_DOWN"
+B_FENCED, B_STATE_DOWN, B_LEASE = "FENCED", "STATE_STORE_DOWN", "LEASE_HELD"  # hean.worker.state
 KEY_ENV, SECRET_ENV = "BYBIT_API_KEY", "BYBIT_API_SECRET"
 
 
@@ -72,7 +74,7 @@ class Blocks:
     """Reasons the engine must not open positions, combined into
     ``engine.blocked_reason`` (first one wins)."""
 
-    ORDER = (B_NOT_RECONCILED, B_PRIVATE_DOWN, B_STALE)
+    ORDER = (B_FENCED, B_STATE_DOWN, B_LEASE, B_NOT_RECONCILED, B_PRIVATE_DOWN, B_STALE)
 
     def __init__(self):
         self.active: set[str] = set()
@@ -122,7 +124,7 @@ class ExchangeRuntime:
 
     def __init__(self, engine, namespace: str, name: str, endpoints: Endpoints, state_dir: Path,
                  blocks: Blocks, reconcile_seconds: float = 30.0, timeout: float = 5.0, order_rate: int = 10,
-                 env=None, dcp_seconds: int = 0):
+                 env=None, dcp_seconds: int = 0, state=None):
         key, secret = credentials_from_env(env)
         self.fingerprint = key_fingerprint(key)
         self.engine, self.blocks = engine, blocks
@@ -132,10 +134,18 @@ class ExchangeRuntime:
         self.dcp_seconds = dcp_seconds
         self.dcp_state = "off" if not dcp_seconds else "pending"
         set_pybit_urls(endpoints.ws_public, endpoints.ws_private)
-        budget = RateBudget(self.fingerprint, per_second=order_rate, state_dir=Path(state_dir) / "budget")
+        self.state = state  # hean.worker.state.WorkerState or None (per-node files, in-memory state)
+        store = state.store if state is not None else None
+        if store is not None:  # shared across nodes through Redis (issue 7)
+            from ..state import RedisOrderLinkIds, RedisRateBudget
+            budget = RedisRateBudget(self.fingerprint, store.r, per_second=order_rate)
+            self.ids = RedisOrderLinkIds(namespace, name, store)
+        else:
+            budget = RateBudget(self.fingerprint, per_second=order_rate, state_dir=Path(state_dir) / "budget")
+            self.ids = OrderLinkIds(namespace, name, Path(state_dir) / "orderlink")
         self.client = BybitClient(key, secret, endpoints.rest, budget=budget, timeout=timeout)
-        self.ids = OrderLinkIds(namespace, name, Path(state_dir) / "orderlink")
         self.execution = ExchangeExecution(self.client, self.ids, engine, engine.spec.category)
+        self.execution.state = state
         self.private = ManagedSocket("private", ["order", "execution", "position", "wallet"], self._private_frame,
                                      api_key=key, api_secret=secret, name="private")
         self.loop = None
@@ -213,9 +223,70 @@ class ExchangeRuntime:
         self.blocks.set(B_NOT_RECONCILED, False)
         return True
 
+    async def restore(self) -> dict:
+        """Durable start (Redis): wait for the lease, load the ledger, positions, engine
+        state and order intents; an intent without a known outcome is tracked as
+        ``unknown`` so the first reconciliation looks it up by orderLinkId (it is never
+        sent again). Returns counts of what was loaded."""
+        import time
+
+        from ..engine import Order
+        from ..state import restore_engine
+        from .execution import Tracked
+
+        st = self.state
+        t0 = time.monotonic()
+        await st.acquire_lease()
+        data = await st.store.load()
+        restore_engine(self.engine, data["fills"], data["blobs"].get("engine"))
+        ex = self.execution
+        ex.exec_ids = {f.exec_id for f in data["fills"]}
+        real = [f.ts_ms for f in data["fills"] if not f.exec_id.startswith("reconcile-")]
+        ex._last_exec_ms = max(real) if real else None
+        unknown = 0
+        for link, it in data["intents"].items():
+            o = data["orders"].get(link) or {}
+            if o.get("state") == "done" or it.get("symbol") not in self.engine.symbols:
+                continue
+            order = Order(link, it["symbol"], it["side"], Decimal(it["qty"]), bool(it.get("reduceOnly")),
+                          it.get("reason", "RESTORED"), int(it.get("createdMs") or 0),
+                          Decimal(it.get("stopDistance") or 0), Decimal(it.get("targetDistance") or 0))
+            ex.orders[link] = Tracked(order, state="unknown", order_id=o.get("orderId", ""),
+                                      cum_qty=Decimal(o.get("cumQty") or 0), sent_at=0.0)
+            self.engine.symbols[it["symbol"]].pending = order
+            unknown += 1
+        await self.ids.start()
+        links = list(data["intents"])
+        if links:
+            await asyncio.to_thread(self.ids.ensure_above, links)
+        st.loaded = True
+        st.load_seconds = time.monotonic() - t0
+        st.on_recovered = self.reconcile_now.set
+        out = {"fills": len(data["fills"]), "intents": len(data["intents"]), "unresolvedIntents": unknown}
+        log.info("state restored from Redis: %s (lease token %s)", out, st.store.token)
+        return out
+
+    async def _state_loop(self) -> None:
+        st = self.state
+        tasks = [asyncio.create_task(st.lease_loop()), asyncio.create_task(st.writer.run())]
+        try:
+            while True:
+                why = st.blocked()
+                for b in (B_FENCED, B_STATE_DOWN, B_LEASE):
+                    self.blocks.set(b, why == b)
+                await asyncio.sleep(0.1)
+        finally:
+            for t in tasks:
+                t.cancel()
+
     async def run(self) -> None:
         self.loop = asyncio.get_running_loop()
         self.execution.loop = self.loop
+        state_task = None
+        if self.state is not None and self.state.store is not None:
+            self.blocks.set(B_LEASE, True)
+            await self.restore()
+            state_task = asyncio.create_task(self._state_loop())
         priv = asyncio.create_task(self._private_loop())
         try:
             while True:
@@ -229,6 +300,8 @@ class ExchangeRuntime:
                 self.reconcile_now.clear()
         finally:
             priv.cancel()
+            if state_task is not None:
+                state_task.cancel()
             self.private.shutdown()
 
     def snapshot(self) -> dict:
