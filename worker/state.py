@@ -74,19 +74,21 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return {1, t}
 """
 
-# KEYS: lease. ARGV: token, ttl_ms. -> 1 renewed, 0 fenced (the lease is gone or another's)
+# KEYS: lease. ARGV: token, ttl_ms. -> 1 renewed, -1 another worker's lease, -2 no lease (expired)
 RENEW_LUA = """
-if redis.call('HGET', KEYS[1], 'token') == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
+local t = redis.call('HGET', KEYS[1], 'token')
+if not t then return -2 end
+if t ~= ARGV[1] then return -1 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
 """
 
 # KEYS: lease, intents, orders. ARGV: token, orderLinkId, intent JSON, order JSON
-# -> 1 recorded, 2 already recorded (a resend of the same order), -1 fenced
+# -> 1 recorded, 2 already recorded (a resend of the same order), -1 fenced, -2 lease expired
 INTENT_LUA = """
-if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return -1 end
+local t = redis.call('HGET', KEYS[1], 'token')
+if not t then return -2 end
+if t ~= ARGV[1] then return -1 end
 if redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[3]) == 0 then return 2 end
 redis.call('HSET', KEYS[3], ARGV[2], ARGV[4])
 return 1
@@ -95,10 +97,12 @@ return 1
 # KEYS: lease, fills, ledger, positions, orders, blob(optional, '' = none)
 # ARGV: token, nfills, nposition, norders, blob JSON or '', then nfills x (execId, fill JSON),
 #       npositions x (symbol, JSON), norders x (orderLinkId, JSON)
-# -> number of new fills, or -1 fenced. Fills are booked exactly once (HSETNX), each new
+# -> number of new fills, -1 fenced, -2 lease expired (nothing written). Fills are booked exactly once (HSETNX), each new
 # one appended to the ledger Stream; positions, order states and the blob are set.
 COMMIT_LUA = """
-if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return -1 end
+local t = redis.call('HGET', KEYS[1], 'token')
+if not t then return -2 end
+if t ~= ARGV[1] then return -1 end
 local nf, np, no = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local i, new = 6, 0
 for _ = 1, nf do
@@ -154,6 +158,11 @@ class Fenced(RuntimeError):
 
 class StateUnavailable(RuntimeError):
     """Redis cannot be reached (connection refused, timeout, loading AOF)."""
+
+
+class LeaseExpired(StateUnavailable):
+    """This worker's lease expired (e.g. Redis was down longer than the TTL) and nobody
+    else took it yet: writes wait until the lease loop re-acquires it."""
 
 
 def strategy_prefix(namespace: str, name: str) -> str:
@@ -217,6 +226,8 @@ class StateStore:
         self.r = redis.Redis.from_url(url, **kw)
         self.ar = aredis.Redis.from_url(url, **kw)
         self.token: int | None = None
+        self.renewed_at = 0.0  # time.monotonic() of the last successful acquire/renew
+        self.lease_lost = False  # the lease expired; re-acquire (if nobody else held it meanwhile)
         self.fenced = False
         self.fenced_reason = ""
         self.available = True
@@ -264,9 +275,19 @@ class StateStore:
         ok, token = await self._run(self._acquire(keys=[self.key("lease"), self.key("token")],
                                                   args=[self.holder, int(self.lease_ttl * 1000)]))
         if ok:
+            if self.token is not None and token not in (self.token, self.token + 1):
+                # someone else held the lease in between (tokens were issued): our memory
+                # may be stale against what they wrote, so we never trade on it again
+                self.token = None
+                await self._run(self.ar.delete(self.key("lease")))  # the fresh lease we just took: give it up
+                self._fence(f"another worker held the lease meanwhile (token now {token})")
+                return False
             if self.token is not None and token != self.token:
-                log.warning("lease re-acquired with a new fencing token %s (was %s)", token, self.token)
+                log.warning("lease re-acquired with fencing token %s (was %s; nobody held it meanwhile)",
+                            token, self.token)
             self.token = int(token)
+            self.lease_lost = False
+            self.renewed_at = time.monotonic()
             self.fenced = False
             self.fenced_reason = ""
         return bool(ok)
@@ -276,11 +297,24 @@ class StateStore:
         if self.token is None:
             return False
         ok = await self._run(self._renew(keys=[self.key("lease")], args=[self.token, int(self.lease_ttl * 1000)]))
-        if not ok:
-            self._fence("the lease was lost (expired or taken)")
+        if ok == -2:
+            self.lease_lost = True
             return False
+        if ok != 1:
+            self._fence("the lease was taken by another worker")
+            return False
+        self.renewed_at = time.monotonic()
         self.counters["lease_renewals"] += 1
         return True
+
+    def lease_valid(self, margin: float = 0.8) -> bool:
+        """True if this worker's lease cannot have expired yet by its own clock: the last
+        renewal is younger than ``margin`` x TTL. Checked right before every send, so a
+        process that was frozen (SIGSTOP, a long GC pause, a partitioned node) does not
+        send the order it had recorded before it froze; the monotonic clock keeps
+        running while a process is stopped."""
+        return (self.token is not None and not self.fenced and not self.lease_lost
+                and time.monotonic() - self.renewed_at < self.lease_ttl * margin)
 
     def _fence(self, why: str) -> None:
         if not self.fenced:
@@ -311,8 +345,12 @@ class StateStore:
             raise Fenced(self.fenced_reason or "no lease")
         res = await self._run(self._intent(
             keys=[self.key("lease"), self.key("intents"), self.key("orders")],
-            args=[self.token, link, json.dumps(intent, separators=(",", ":")),
+            args=[self.token, link, json.dumps({**intent, "token": self.token, "holder": self.holder,
+                                                "recordedAt": time.time()}, separators=(",", ":")),
                   json.dumps({"state": "sending"})]))
+        if res == -2:
+            self.lease_lost = True
+            raise LeaseExpired("the lease expired; waiting to re-acquire it")
         if res == -1:
             self.counters["fenced_writes"] += 1
             self._fence("an order intent was refused: another worker holds a newer fencing token")
@@ -341,6 +379,9 @@ class StateStore:
         keys = [self.key(k) for k in ("lease", "fills", "ledger", "positions", "orders")]
         keys.append(self.key(f"blob:{blob[0]}") if blob else self.key("blob:none"))
         new = await self._run(self._commit(keys=keys, args=args))
+        if new == -2:
+            self.lease_lost = True
+            raise LeaseExpired("the lease expired; waiting to re-acquire it")
         if new == -1:
             self.counters["fenced_writes"] += 1
             self._fence("a state write was refused: another worker holds a newer fencing token")
@@ -739,9 +780,19 @@ class WorkerState:
         self.load_seconds: float | None = None
 
     @classmethod
-    def from_env(cls, namespace: str, name: str, holder: str, env=None, lease_ttl: float = LEASE_TTL_S):
-        """Redis if ``HEAN_REDIS_URL`` is set, else in-memory."""
+    def from_env(cls, namespace: str, name: str, holder: str, env=None, lease_ttl: float | None = None):
+        """Redis if ``HEAN_REDIS_URL`` is set, else in-memory. The lease TTL comes from
+        ``HEAN_STATE_LEASE_SECONDS`` (default 10 s, 0.5..300); raises ValueError naming it."""
+        env = os.environ if env is None else env
         url, pw = redis_settings_from_env(env)
+        if lease_ttl is None:
+            raw = env.get("HEAN_STATE_LEASE_SECONDS") or str(LEASE_TTL_S)
+            try:
+                lease_ttl = float(raw)
+            except ValueError:
+                lease_ttl = -1.0
+            if not 0.5 <= lease_ttl <= 300:
+                raise ValueError(f"HEAN_STATE_LEASE_SECONDS must be a number of seconds in 0.5..300, got {raw!r}")
         if url is None:
             log.warning("HEAN_REDIS_URL is not set: worker state is in memory (lost on restart) and the "
                         "orderLinkId sequence and rate budget are per-node files")
@@ -764,6 +815,8 @@ class WorkerState:
             return STATE_DOWN
         if s.token is None:
             return "LEASE_HELD"
+        if s.lease_lost:
+            return "LEASE_EXPIRED"
         return None
 
     async def release(self) -> None:
@@ -795,20 +848,21 @@ class WorkerState:
         s = self.store
         while not s.fenced:
             await asyncio.sleep(s.lease_ttl / 3)
-            was_down = not s.available
             try:
-                if was_down:
-                    # Redis is back? The lease may have expired meanwhile: take it again
-                    # only if nobody else did (a new token), else we are fenced.
-                    ok = await s.acquire()
-                    if not ok:
-                        s._fence("another worker took the lease while Redis was unreachable")
-                        return
-                    self.recovered_at = time.time()
-                    if self.on_recovered is not None:
-                        self.on_recovered()
-                else:
-                    await s.renew()
+                if s.available and not s.lease_lost and await s.renew():
+                    continue
+                if s.fenced:
+                    return
+                # Redis was unreachable or the lease expired: take it again only if nobody
+                # else held it meanwhile (StateStore.acquire), else this worker is fenced.
+                if not await s.acquire():
+                    if not s.fenced:
+                        s._fence("another worker holds the lease")
+                    return
+                self.recovered_at = time.time()
+                log.warning("state store and lease recovered (token %s): reconciling before trading", s.token)
+                if self.on_recovered is not None:
+                    self.on_recovered()
             except StateUnavailable:
                 pass
 

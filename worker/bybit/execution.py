@@ -39,7 +39,7 @@ from decimal import Decimal
 
 from ..engine import Engine, Order
 from ..ledger import ZERO, Fill, LedgerError
-from ..state import Fenced, StateUnavailable, crash_point, engine_snapshot, position_view
+from ..state import Fenced, LeaseExpired, StateUnavailable, crash_point, engine_snapshot, position_view
 from .client import BybitClient, OutcomeUnknown, RateLimited, Rejected, Unavailable
 from .orderlink import OrderLinkIds
 
@@ -110,6 +110,9 @@ class ExchangeExecution:
         except Fenced:
             self._reject(tr, "FENCED")
             return False
+        except LeaseExpired:
+            self._reject(tr, "LEASE_EXPIRED")
+            return False
         except StateUnavailable:
             self._reject(tr, "STATE_STORE_DOWN")
             return False
@@ -149,6 +152,9 @@ class ExchangeExecution:
             return
         crash_point("before_send")
         while True:
+            if self._durable() and not self.state.store.lease_valid():
+                self._reject(tr, "LEASE_EXPIRED")  # maybe fenced meanwhile: never send on a stale lease
+                return
             t0 = time.monotonic()
             try:
                 res = await asyncio.to_thread(
@@ -190,7 +196,7 @@ class ExchangeExecution:
 
     def _reject(self, tr: Tracked, reason: str) -> None:
         tr.state = "done"
-        if reason not in ("FENCED", "STATE_STORE_DOWN"):
+        if reason not in ("FENCED", "STATE_STORE_DOWN", "LEASE_EXPIRED"):
             self._persist_order(tr)
         self.rejects[reason] += 1
         self.engine.on_order_closed(tr.order.symbol, tr.order.order_link_id, reason)

@@ -35,7 +35,7 @@ log = logging.getLogger("hean.worker.bybit")
 B_NOT_RECONCILED = "EXCHANGE_NOT_RECONCILED"
 B_STALE = "MARKET_DATA_STALE"
 B_PRIVATE_DOWN = "EXCHANGE_STREAM_DOWN"
-B_FENCED, B_STATE_DOWN, B_LEASE = "FENCED", "STATE_STORE_DOWN", "LEASE_HELD"  # hean.worker.state
+B_FENCED, B_STATE_DOWN, B_LEASE, B_LEASE_EXPIRED = "FENCED", "STATE_STORE_DOWN", "LEASE_HELD", "LEASE_EXPIRED"
 KEY_ENV, SECRET_ENV = "BYBIT_API_KEY", "BYBIT_API_SECRET"
 
 
@@ -74,7 +74,7 @@ class Blocks:
     """Reasons the engine must not open positions, combined into
     ``engine.blocked_reason`` (first one wins)."""
 
-    ORDER = (B_FENCED, B_STATE_DOWN, B_LEASE, B_NOT_RECONCILED, B_PRIVATE_DOWN, B_STALE)
+    ORDER = (B_FENCED, B_STATE_DOWN, B_LEASE, B_LEASE_EXPIRED, B_NOT_RECONCILED, B_PRIVATE_DOWN, B_STALE)
 
     def __init__(self):
         self.active: set[str] = set()
@@ -261,10 +261,16 @@ class ExchangeRuntime:
             await asyncio.to_thread(self.ids.ensure_above, links)
         st.loaded = True
         st.load_seconds = time.monotonic() - t0
-        st.on_recovered = self.reconcile_now.set
+        st.on_recovered = self._state_recovered
         out = {"fills": len(data["fills"]), "intents": len(data["intents"]), "unresolvedIntents": unknown}
         log.info("state restored from Redis: %s (lease token %s)", out, st.store.token)
         return out
+
+    def _state_recovered(self) -> None:
+        """Redis is back / the lease is ours again: no new orders until a reconciliation
+        with the exchange succeeded (fills may have happened while writes were refused)."""
+        self.blocks.set(B_NOT_RECONCILED, True)
+        self.reconcile_now.set()
 
     async def _state_loop(self) -> None:
         st = self.state
@@ -272,7 +278,7 @@ class ExchangeRuntime:
         try:
             while True:
                 why = st.blocked()
-                for b in (B_FENCED, B_STATE_DOWN, B_LEASE):
+                for b in (B_FENCED, B_STATE_DOWN, B_LEASE, B_LEASE_EXPIRED):
                     self.blocks.set(b, why == b)
                 await asyncio.sleep(0.1)
         finally:
