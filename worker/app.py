@@ -124,6 +124,7 @@ class Worker:
         self.funding: dict[str, list] = {}
         self.state = None  # hean.worker.state.WorkerState (Redis or in-memory), set in run()
         self.paper_state = None  # hean.worker.state.PaperDurability (paper mode on Redis)
+        self.deleting = False  # the strategy is being deleted (its finalizer waits for us)
 
     # ---- watch callbacks --------------------------------------------------------
     def _apply_strategy(self, obj: dict) -> None:
@@ -139,6 +140,15 @@ class Worker:
         self._policy_name = parsed.riskPolicyRef.name
         if self.engine is None:
             return
+        if (obj.get("metadata") or {}).get("deletionTimestamp") and not self.deleting:
+            # The operator's finalizer waits: no new entries; on an exchange, flatten
+            # (reduce-only market orders) so that the strategy leaves no position behind.
+            self.deleting = True
+            log.warning("TradingStrategy is being deleted: no new entries%s",
+                        "; flattening" if self.engine.spec.mode != "paper" else "")
+            self.engine.update_policy(None)
+            if self.engine.spec.mode != "paper":
+                self.engine._flatten_all("STRATEGY_DELETED")
         if self.started_structure is not None and structural(spec) != self.started_structure:
             log.info("structural spec change: the operator replaces this worker; keeping the old structure meanwhile")
         self.engine.update_spec(parsed.model_copy(update={
@@ -163,6 +173,9 @@ class Worker:
 
     def _apply_policy(self) -> None:
         if self.engine is None or self.policies is None:
+            return
+        if self.deleting:
+            self.engine.update_policy(None)
             return
         obj = self.policies.cache.get(self._policy_name or "")
         if obj is None:
