@@ -369,6 +369,10 @@ class Worker:
                     and (resume_ms is None or b.ts_ms > resume_ms)] for sym, s in series.items()]
         while True:
             merged = list(heapq.merge(*streams, key=lambda t: (t[0], t[1])))
+            if not merged and resume_ms is not None:
+                self.replay_done = True  # restored after the last candle: nothing left to play
+                engine.finish()
+                return
             if not merged:
                 self.data_error = "no candles at or after spec.marketData.replay.start"
                 self.replay_done = True

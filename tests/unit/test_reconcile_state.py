@@ -62,3 +62,18 @@ def test_finalizer_waits_for_an_exchange_worker_to_flatten_up_to_the_timeout():
     assert (a.kind, a.reason) == ("delete-pod", "FlattenTimeout")
     flat = strategy("testnet", deleting_since=NOW, openPositions=0)
     assert rc.finalize_action(flat, pod, CFG, NOW + timedelta(seconds=1)).reason == "StrategyDeleted"
+
+
+def test_chart_redis_runs_aof_everysec_and_the_operator_may_only_write_secrets():
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[2] / "helm" / "hean"
+    values = yaml.safe_load((root / "values.yaml").read_text())
+    assert values["redis"]["appendfsync"] == "everysec"  # docs/reliability.md's durability window
+    conf = (root / "templates" / "redis.yaml").read_text()
+    assert "appendonly yes" in conf and "appendfsync {{ .Values.redis.appendfsync }}" in conf
+    rules = (root / "templates" / "_rbac_rules.tpl").read_text()
+    block = rules[rules.index('resources: ["secrets"]'):].split("\n")[1]
+    assert block.strip() == 'verbs: ["create", "patch"]'
