@@ -413,7 +413,10 @@ def pod_action(strategy: dict, pod: dict | None, admission: Admission, policy_ex
 
     * not admitted (e.g. live disabled) -> delete any pod, create none;
     * a pod from an older structural spec, or one that ended (Failed/Succeeded) -> delete;
-      the replacement is created only after the old pod is gone (never two at once);
+      the replacement is created only after the old pod is gone (never two at once).
+      A pod force-deleted while its process still runs (a partitioned node) is covered
+      by the worker's fenced lease in Redis: the replacement waits out the old lease
+      and the old worker is fenced from then on (docs/reliability.md);
     * missing -> create, after an exponential backoff of ``2 s * 2^(failures-1)`` (max
       300 s) since the last creation when earlier pods failed.
     A missing RiskPolicy does not stop the pod: the worker runs and refuses entries.
