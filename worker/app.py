@@ -417,6 +417,13 @@ class Worker:
         engine.blocked_reason = "LEASE_HELD"
         info = await self.paper_state.start(engine)
         engine.blocked_reason = None
+
+        def recovered():  # Redis may have lost its last second: commit the account again
+            from .state import engine_snapshot, position_view
+
+            self.state.writer.submit(fills=list(engine.ledger.fills), positions=position_view(engine.ledger),
+                                     blob=("engine", engine_snapshot(engine, self.cursor_ms)))
+        self.state.on_recovered = recovered
         loop = asyncio.get_running_loop()
         self._state_tasks = [loop.create_task(self.state.lease_loop()), loop.create_task(self.state.writer.run())]
         return info["cursorMs"]

@@ -228,6 +228,7 @@ class StateStore:
         self.token: int | None = None
         self.renewed_at = 0.0  # time.monotonic() of the last successful acquire/renew
         self.lease_lost = False  # the lease expired; re-acquire (if nobody else held it meanwhile)
+        self.needs_recovery = False  # Redis was unreachable: re-check the lease and re-commit first
         self.fenced = False
         self.fenced_reason = ""
         self.available = True
@@ -251,6 +252,7 @@ class StateStore:
             log.error("Redis unreachable (%s): no orders until it is back", type(e).__name__)
             self.down_since = time.time()
         self.available = False
+        self.needs_recovery = True
         self.counters["unavailable"] += 1
         return StateUnavailable(f"Redis {self.url.split('@')[-1]}: {type(e).__name__}: {e}")
 
@@ -343,14 +345,17 @@ class StateStore:
         False if it was recorded already. Raises :class:`Fenced` or :class:`StateUnavailable`."""
         if self.token is None or self.fenced:
             raise Fenced(self.fenced_reason or "no lease")
+        tok = self.token
         res = await self._run(self._intent(
             keys=[self.key("lease"), self.key("intents"), self.key("orders")],
-            args=[self.token, link, json.dumps({**intent, "token": self.token, "holder": self.holder,
+            args=[tok, link, json.dumps({**intent, "token": tok, "holder": self.holder,
                                                 "recordedAt": time.time()}, separators=(",", ":")),
                   json.dumps({"state": "sending"})]))
         if res == -2:
             self.lease_lost = True
             raise LeaseExpired("the lease expired; waiting to re-acquire it")
+        if res == -1 and self.token != tok:
+            raise LeaseExpired("the lease was re-acquired during the write; not sent")
         if res == -1:
             self.counters["fenced_writes"] += 1
             self._fence("an order intent was refused: another worker holds a newer fencing token")
@@ -367,7 +372,8 @@ class StateStore:
         if self.token is None or self.fenced:
             raise Fenced(self.fenced_reason or "no lease")
         fills, positions, orders = list(fills), positions or {}, orders or {}
-        args: list = [self.token, len(fills), len(positions), len(orders), ""]
+        tok = self.token
+        args: list = [tok, len(fills), len(positions), len(orders), ""]
         if blob is not None:
             args[4] = json.dumps({"version": 1, "savedAt": time.time(), "data": blob[1]}, separators=(",", ":"))
         for f in fills:
@@ -382,6 +388,10 @@ class StateStore:
         if new == -2:
             self.lease_lost = True
             raise LeaseExpired("the lease expired; waiting to re-acquire it")
+        if new == -1 and self.token != tok:
+            # our own lease loop re-acquired the lease (new token) while this write was
+            # in flight: not a zombie; the writer retries with the new token
+            raise LeaseExpired("the lease was re-acquired during the write; retrying")
         if new == -1:
             self.counters["fenced_writes"] += 1
             self._fence("a state write was refused: another worker holds a newer fencing token")
@@ -668,7 +678,8 @@ def restore_engine(engine, fills: list[Fill], snap: dict | None) -> None:
     :func:`engine_snapshot`, may be None) into ``engine``."""
     from datetime import datetime
 
-    led = rebuild_ledger(engine.ledger.capital, fills)
+    # time order (stable): fills re-committed after a Redis data loss are appended late
+    led = rebuild_ledger(engine.ledger.capital, sorted(fills, key=lambda f: f.ts_ms))
     engine.ledger = led
     if not snap:
         return
@@ -811,7 +822,7 @@ class WorkerState:
             return None
         if s.fenced:
             return FENCED
-        if not s.available:
+        if not s.available or s.needs_recovery:
             return STATE_DOWN
         if s.token is None:
             return "LEASE_HELD"
@@ -849,7 +860,7 @@ class WorkerState:
         while not s.fenced:
             await asyncio.sleep(s.lease_ttl / 3)
             try:
-                if s.available and not s.lease_lost and await s.renew():
+                if s.available and not s.lease_lost and not s.needs_recovery and await s.renew():
                     continue
                 if s.fenced:
                     return
@@ -859,6 +870,7 @@ class WorkerState:
                     if not s.fenced:
                         s._fence("another worker holds the lease")
                     return
+                s.needs_recovery = False
                 self.recovered_at = time.time()
                 log.warning("state store and lease recovered (token %s): reconciling before trading", s.token)
                 if self.on_recovered is not None:

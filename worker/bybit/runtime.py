@@ -269,7 +269,14 @@ class ExchangeRuntime:
     def _state_recovered(self) -> None:
         """Redis is back / the lease is ours again: no new orders until a reconciliation
         with the exchange succeeded (fills may have happened while writes were refused)."""
+        from ..state import engine_snapshot, position_view
+
         self.blocks.set(B_NOT_RECONCILED, True)
+        # Redis may have lost its last second of writes (AOF everysec, a node crash):
+        # commit the whole in-memory ledger again (exactly once by execId)
+        led = self.engine.ledger
+        self.state.writer.submit(fills=list(led.fills), positions=position_view(led),
+                                 blob=("engine", engine_snapshot(self.engine)))
         self.reconcile_now.set()
 
     async def _state_loop(self) -> None:
