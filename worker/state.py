@@ -44,6 +44,7 @@ import os
 import random
 import signal
 import time
+import uuid
 from dataclasses import asdict
 from decimal import Decimal
 
@@ -808,7 +809,9 @@ class WorkerState:
             log.warning("HEAN_REDIS_URL is not set: worker state is in memory (lost on restart) and the "
                         "orderLinkId sequence and rate budget are per-node files")
             return cls(None)
-        return cls(StateStore(url, namespace, name, holder, pw, lease_ttl=lease_ttl))
+        # A replacement pod has the same name as the pod it replaces: the lease holder is
+        # the pod name plus a per-process id, so the two are never taken for one holder.
+        return cls(StateStore(url, namespace, name, f"{holder}/{uuid.uuid4().hex[:12]}", pw, lease_ttl=lease_ttl))
 
     @property
     def backend(self) -> str:

@@ -243,6 +243,23 @@ def test_unreachable_redis_blocks_orders_until_it_is_back(redis_server, redis_ur
     asyncio.run(main())
 
 
+def test_a_replacement_pod_with_the_same_name_is_not_the_same_lease_holder(redis_url):
+    async def main():
+        env = {"HEAN_REDIS_URL": redis_url, "HEAN_STATE_LEASE_SECONDS": "5"}
+        old = WorkerState.from_env("ns", "same", "same-worker", env=env)
+        new = WorkerState.from_env("ns", "same", "same-worker", env=env)
+        assert await old.store.acquire()
+        assert not await new.store.acquire()  # the old process still holds it
+        await old.release()
+        assert await new.store.acquire() and new.store.token == old.store.token + 1
+        with pytest.raises(ValueError, match="HEAN_STATE_LEASE_SECONDS"):
+            WorkerState.from_env("ns", "x", "p", env={**env, "HEAN_STATE_LEASE_SECONDS": "0"})
+        for s in (old, new):
+            await s.store.aclose()
+
+    asyncio.run(main())
+
+
 def test_worker_without_redis_says_it_is_in_memory():
     st = WorkerState.from_env("ns", "x", "pod", env={})
     assert st.backend == "memory" and st.blocked() is None
