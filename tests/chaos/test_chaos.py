@@ -48,7 +48,7 @@ from redisserver import redis_server  # noqa: F401 - fixture
 WORKER = Path(__file__).with_name("chaosworker.py")
 FULL = os.environ.get("HEAN_CHAOS_RUNS", "") == "full"
 RUNS = {"sigkill": 100, "delete": 20, "redis_restart": 10, "fencing": 5} if FULL else \
-    {"sigkill": 4, "delete": 2, "redis_restart": 1, "fencing": 1}
+    {"sigkill": 4, "delete": 1, "redis_restart": 1, "fencing": 1}
 POINTS = ("before_send", "after_send", "after_fill")
 FAULTS = ("timeout_after_accept", "http_status", "partial_fill", "rate_limit", "ws_drop", "none")
 LEASE_S = 1.0

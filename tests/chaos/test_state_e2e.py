@@ -109,7 +109,7 @@ def test_paper_worker_resumes_from_redis_and_the_finalizer_cleans_up(kube, names
     k.apply(POLICY, {"apiVersion": f"{GROUP}/{VERSION}", "kind": "TradingStrategy", "metadata": {"name": "dur"},
                      "spec": {"strategy": "impulse", "symbols": ["BTCUSDT"], "capital": 10000,
                               "riskPolicyRef": {"name": "pol"}, "params": FAST,
-                              "marketData": {"source": "replay", "replay": {"speed": 1200}}}})
+                              "marketData": {"source": "replay", "replay": {"speed": 3000}}}})
     wait_for(lambda: k.ready("dur"), 120, message="Ready")
     pod = k.pod("dur-worker")
     env = {e.name: e for e in pod.spec.containers[0].env}
