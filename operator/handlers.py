@@ -83,6 +83,8 @@ def config_from_env() -> rc.OperatorConfig:
         worker_state_root=os.environ.get("HEAN_WORKER_STATE_ROOT", d.worker_state_root),
         worker_bybit_env={k[len("HEAN_WORKER_BYBIT_"):]: v for k, v in os.environ.items()
                           if k.startswith("HEAN_WORKER_BYBIT_")},
+        redis_url=os.environ.get("HEAN_REDIS_URL", "").strip(),
+        redis_password=os.environ.get("HEAN_REDIS_PASSWORD", ""),
     )
 
 
@@ -101,6 +103,7 @@ class OperatorState:
         self.failures: dict[tuple[str, str], int] = defaultdict(int)
         self.last_create: dict[tuple[str, str], datetime] = {}
         self.rbac_done: set[str] = set()
+        self.redis_secret_done: set[str] = set()  # namespaces whose worker Redis Secret is current
         self.locks: dict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
         self.scheduled: set[tuple[str, str]] = set()
         self.quarantine_seen_active: dict[str, bool] = {}
@@ -147,6 +150,22 @@ async def ensure_rbac(state: OperatorState, strategy: dict) -> None:
     state.rbac_done.add(uid)
 
 
+async def ensure_redis_secret(state: OperatorState, namespace: str) -> None:
+    """Create (or update) the workers' Redis Secret in ``namespace`` once per operator run."""
+    if namespace in state.redis_secret_done:
+        return
+    body = rc.desired_redis_secret(namespace, state.cfg)
+    if body is None:
+        return
+    try:
+        await state.core.create_namespaced_secret(namespace, body)
+    except ApiException as e:
+        if e.status != 409:
+            raise
+        await state.core.patch_namespaced_secret(rc.WORKER_REDIS_SECRET, namespace, {"data": body["data"]})
+    state.redis_secret_done.add(namespace)
+
+
 def _event_type(c: dict) -> str:
     return "Normal" if c["status"] == "True" or c["reason"] in ("Paused", "WorkerPending") else "Warning"
 
@@ -176,6 +195,7 @@ async def reconcile_strategy(state: OperatorState, key: tuple[str, str]) -> None
         try:
             if admission.ok:
                 await ensure_rbac(state, strategy)
+                await ensure_redis_secret(state, ns)
             action = rc.pod_action(run, pod, admission, policy is not None, state.failures[key],
                                    state.last_create.get(key), now)
             if action.kind == "create":
@@ -314,6 +334,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None
     settings.watching.server_timeout = 240
     settings.watching.client_timeout = 300
     settings.networking.request_timeout = 30
+    # The TradingStrategy finalizer (on_strategy_delete) and its progress bookkeeping.
+    settings.persistence.finalizer = api.GROUP + "/cleanup"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kopf." + api.GROUP)
     memo.state = OperatorState(config_from_env(), await load_config())
     memo.resync = asyncio.get_running_loop().create_task(resync_forever(memo.state))
     metrics.attach(memo.state)
@@ -348,6 +371,38 @@ async def on_strategy(event: dict, memo: kopf.Memo, **_) -> None:
     await record_mode_change(memo.state, memo.state.strategies.get(key), obj)
     memo.state.strategies[key] = obj
     memo.state.schedule(key)
+
+
+@kopf.on.delete(api.GROUP, api.VERSION, api.STRATEGY_PLURAL, retries=None, backoff=1.0)
+async def on_strategy_delete(body: kopf.Body, memo: kopf.Memo, **_) -> None:
+    """Finalizer of a TradingStrategy: stop its worker (exchange modes: after the worker
+    flattened or the flatten timeout), wait until the pod is gone, then delete the
+    strategy's Redis keys. Decisions: :func:`hean.operator.reconcile.finalize_action`."""
+    from hean.worker.state import delete_strategy_keys
+
+    state: OperatorState = memo.state
+    obj = copy.deepcopy(dict(body))
+    key = _key(obj)
+    action = rc.finalize_action(obj, state.pods.get(key), state.cfg, _now())
+    if action.kind == "delete-pod":
+        pod = state.pods[key]
+        try:
+            await state.core.delete_namespaced_pod(pod["metadata"]["name"], key[0])
+        except ApiException as e:
+            if e.status != 404:
+                raise
+        open_positions = (obj.get("status") or {}).get("openPositions", 0)
+        msg = f"stopping worker pod {pod['metadata']['name']}: {action.reason}"
+        if action.reason == "FlattenTimeout":
+            msg += f"; {open_positions} position(s) may remain open on the exchange account"
+        await post_event(state.api_client, obj, "WorkerStopping", msg,
+                         "Warning" if action.reason == "FlattenTimeout" else "Normal", "hean-operator")
+        raise kopf.TemporaryError("waiting for the worker pod to stop", delay=1.0)
+    if action.kind == "wait":
+        raise kopf.TemporaryError(action.reason, delay=action.after_seconds)
+    if state.cfg.redis_url:
+        n = await delete_strategy_keys(state.cfg.redis_url, key[0], key[1], state.cfg.redis_password or None)
+        log.info("%s/%s deleted: removed %d Redis keys of its state", key[0], key[1], n)
 
 
 @kopf.on.event(api.GROUP, api.VERSION, api.POLICY_PLURAL)

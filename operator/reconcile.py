@@ -59,6 +59,15 @@ class OperatorConfig:
     # Worker Bybit settings passed through from operator env HEAN_WORKER_BYBIT_<X>
     # (e.g. DCP_SECONDS, RECONCILE_SECONDS) as HEAN_BYBIT_<X> to live-data workers.
     worker_bybit_env: dict = field(default_factory=dict)
+    # Worker state in Redis (issue 7; docs/reliability.md): the operator's own
+    # HEAN_REDIS_URL / HEAN_REDIS_PASSWORD. Workers get both through the Secret
+    # WORKER_REDIS_SECRET that the operator keeps in each strategy's namespace, so
+    # neither appears in a pod spec. Empty URL: workers keep state in memory.
+    redis_url: str = field(default="", repr=False)
+    redis_password: str = field(default="", repr=False)
+    # Seconds the finalizer of an exchange-mode strategy waits for its worker to
+    # report flat (status.openPositions == 0) before stopping it anyway.
+    flatten_timeout_seconds: float = 60.0
 
 
 def _fmt(t: datetime) -> str:
@@ -115,6 +124,7 @@ class Admission:
 
 
 EXCHANGE_MODES = ("testnet", "demo", "live")
+WORKER_REDIS_SECRET = "hean-worker-redis"  # per namespace, keys "url" and "password"
 
 
 def validate_params(spec: dict) -> str | None:
@@ -308,6 +318,7 @@ def desired_pod(strategy: dict, cfg: OperatorConfig) -> dict:
     ]
     spec = strategy.get("spec") or {}
     env += bybit_env(spec, cfg)
+    env += redis_env(cfg)
     mounts = [{"name": "marketdata", "mountPath": cfg.marketdata_mount_path, "readOnly": True}]
     volumes = [{"name": "marketdata", "hostPath": {"path": cfg.marketdata_host_path, "type": "Directory"}}]
     if spec.get("mode", "paper") in EXCHANGE_MODES:
@@ -351,6 +362,74 @@ def desired_pod(strategy: dict, cfg: OperatorConfig) -> dict:
     }
 
 
+def redis_env(cfg: OperatorConfig) -> list[dict]:
+    """``HEAN_REDIS_URL`` (and ``HEAN_REDIS_PASSWORD`` if one is configured) for a worker,
+    as ``secretKeyRef`` to :data:`WORKER_REDIS_SECRET` in the strategy's namespace (an
+    external URL may carry credentials); none without Redis (state in memory)."""
+    if not cfg.redis_url:
+        return []
+    env = [{"name": "HEAN_REDIS_URL", "valueFrom": {"secretKeyRef": {"name": WORKER_REDIS_SECRET, "key": "url"}}}]
+    if cfg.redis_password:
+        env.append({"name": "HEAN_REDIS_PASSWORD",
+                    "valueFrom": {"secretKeyRef": {"name": WORKER_REDIS_SECRET, "key": "password"}}})
+    return env
+
+
+def desired_redis_secret(namespace: str, cfg: OperatorConfig) -> dict | None:
+    """The Secret :data:`WORKER_REDIS_SECRET` that hands the operator's Redis URL and
+    password to the workers of ``namespace`` (None without Redis)."""
+    import base64
+
+    if not cfg.redis_url:
+        return None
+    data = {"url": cfg.redis_url}
+    if cfg.redis_password:
+        data["password"] = cfg.redis_password
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": WORKER_REDIS_SECRET, "namespace": namespace,
+                         "labels": {api.LABEL_MANAGED_BY: api.MANAGED_BY}},
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}
+
+
+@dataclass(frozen=True)
+class FinalizeAction:
+    """What the TradingStrategy finalizer does next: ``delete-pod`` (stop the worker),
+    ``wait`` (retry after ``after_seconds``), ``cleanup`` (the worker is gone: delete the
+    strategy's Redis keys, then let the object go)."""
+
+    kind: str
+    reason: str = ""
+    after_seconds: float = 0.0
+
+
+def finalize_action(strategy: dict, pod: dict | None, cfg: OperatorConfig, now: datetime) -> FinalizeAction:
+    """The finalizer's next step for a TradingStrategy being deleted.
+
+    * paper: stop the worker at once (nothing to flatten: the paper account goes away);
+    * exchange modes (testnet/demo/live): the worker sees the deletion and flattens
+      (reduce-only market orders); the pod is stopped once the worker reports
+      ``status.openPositions == 0`` or ``cfg.flatten_timeout_seconds`` after the
+      deletion started (then positions may remain on the account: an Event says so);
+    * a terminating pod: wait until it is gone (a replacement is never made);
+    * no pod: ``cleanup`` - the worker cannot write anymore, the keys can go.
+    """
+    if pod is not None:
+        if pod["metadata"].get("deletionTimestamp"):
+            return FinalizeAction("wait", "WorkerTerminating", 1.0)
+        spec = strategy.get("spec") or {}
+        if spec.get("mode", "paper") in EXCHANGE_MODES:
+            st = strategy.get("status") or {}
+            started = parse_time(strategy["metadata"]["deletionTimestamp"]) \
+                if strategy["metadata"].get("deletionTimestamp") else now
+            waited = (now - started).total_seconds()
+            if st.get("openPositions", 0) and waited < cfg.flatten_timeout_seconds:
+                return FinalizeAction("wait", "WorkerFlattening", 1.0)
+            if st.get("openPositions", 0):
+                return FinalizeAction("delete-pod", "FlattenTimeout")
+        return FinalizeAction("delete-pod", "StrategyDeleted")
+    return FinalizeAction("cleanup", "WorkerGone")
+
+
 # ---- observed pod state --------------------------------------------------------------
 def pod_state(pod: dict | None) -> tuple[str, str]:
     """Classify a worker pod: ``Missing``, ``Terminating``, ``Pending``, ``CrashLooping``,
@@ -391,7 +470,10 @@ def pod_action(strategy: dict, pod: dict | None, admission: Admission, policy_ex
 
     * not admitted (e.g. live disabled) -> delete any pod, create none;
     * a pod from an older structural spec, or one that ended (Failed/Succeeded) -> delete;
-      the replacement is created only after the old pod is gone (never two at once);
+      the replacement is created only after the old pod is gone (never two at once).
+      A pod force-deleted while its process still runs (a partitioned node) is covered
+      by the worker's fenced lease in Redis: the replacement waits out the old lease
+      and the old worker is fenced from then on (docs/reliability.md);
     * missing -> create, after an exponential backoff of ``2 s * 2^(failures-1)`` (max
       300 s) since the last creation when earlier pods failed.
     A missing RiskPolicy does not stop the pod: the worker runs and refuses entries.

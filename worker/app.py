@@ -145,6 +145,9 @@ class Worker:
         self.live_data = None  # hean.worker.bybit.runtime.LiveData (marketData.source live)
         self.instruments_doc: dict | None = None
         self.funding: dict[str, list] = {}
+        self.state = None  # hean.worker.state.WorkerState (Redis or in-memory), set in run()
+        self.paper_state = None  # hean.worker.state.PaperDurability (paper mode on Redis)
+        self.deleting = False  # the strategy is being deleted (its finalizer waits for us)
         self._clear_ignored: str | None = None
         self.auto_quarantines_created = 0
         self.auto_quarantine_errors = 0
@@ -230,6 +233,15 @@ class Worker:
         self._policy_name = parsed.riskPolicyRef.name
         if self.engine is None:
             return
+        if (obj.get("metadata") or {}).get("deletionTimestamp") and not self.deleting:
+            # The operator's finalizer waits: no new entries; on an exchange, flatten
+            # (reduce-only market orders) so that the strategy leaves no position behind.
+            self.deleting = True
+            log.warning("TradingStrategy is being deleted: no new entries%s",
+                        "; flattening" if self.engine.spec.mode != "paper" else "")
+            self.engine.update_policy(None)
+            if self.engine.spec.mode != "paper":
+                self.engine._flatten_all("STRATEGY_DELETED")
         if self.started_structure is not None and structural(spec) != self.started_structure:
             log.info("structural spec change: the operator replaces this worker; keeping the old structure meanwhile")
         self.engine.update_spec(parsed.model_copy(update={
@@ -260,6 +272,9 @@ class Worker:
 
     def _apply_policy(self) -> None:
         if self.engine is None or self.policies is None:
+            return
+        if self.deleting:
+            self.engine.update_policy(None)
             return
         obj = self.policies.cache.get(self._policy_name or "")
         if obj is None:
@@ -441,7 +456,8 @@ class Worker:
                 try:
                     self.exchange = ExchangeRuntime(engine, s.namespace, s.strategy_name, ep, s.bybit_state_dir, blocks,
                                                     cs.reconcile_seconds, s.bybit_timeout, s.bybit_order_rate,
-                                                    dcp_seconds=cs.dcp_seconds, recv_window_ms=cs.recv_window_ms)
+                                                    dcp_seconds=cs.dcp_seconds, recv_window_ms=cs.recv_window_ms,
+                                                    state=self.state)
                 except (ValueError, OSError) as e:
                     self.data_error = f"exchange execution cannot start: {e}"
                     engine.blocked_reason = "EXCHANGE_NOT_CONFIGURED"
@@ -501,12 +517,20 @@ class Worker:
             for reason, n in s.dropped.items():
                 engine.dropped[reason] += n
         self._apply_strategy(self.strategy_obj)
+        resume_ms = await self._restore_paper(engine)
         self.ready = True
         self._engine_ready.set()
         spec = engine.spec.marketData.replay
         start_ms = int(spec.start.timestamp() * 1000) if spec.start else None
         while True:
             merged = merge_bars(series, start_ms)  # the same feed order as `hean backtest`
+            if resume_ms is not None:  # restored from Redis: continue after the saved cursor
+                merged = [t for t in merged if t[0] > resume_ms]
+                resume_ms = None
+                if not merged:
+                    self.replay_done = True  # restored after the last candle: nothing left to play
+                    engine.finish()
+                    return
             if not merged:
                 self.data_error = "no candles at or after spec.marketData.replay.start"
                 self.replay_done = True
@@ -522,9 +546,13 @@ class Worker:
                     await asyncio.sleep(delay)
                 elif i % 64 == 0:
                     await asyncio.sleep(0)
+                if self.paper_state is not None and not await self._paper_may_trade(engine):
+                    return
                 engine.on_bar(sym, bar)
                 self.cursor_ms = ts
                 self.events_total += 1
+                if self.paper_state is not None:
+                    self.paper_state.after_bar(engine, ts)
                 if engine.risk_events or engine.safety.autoq.requests:
                     self._drain_risk_events()
             if not spec.loop:
@@ -534,6 +562,57 @@ class Worker:
         self.replay_done = True
         engine.finish()
         log.info("replay finished: %d candles, equity %s", self.events_total, engine.equity())
+
+    # ---- durable paper state (issue 7, hean.worker.state) ---------------------------
+    async def _restore_paper(self, engine: Engine) -> int | None:
+        """Paper mode with Redis: take the lease, restore ledger and engine state, start
+        the lease and writer tasks; returns the committed data cursor (epoch ms) or None."""
+        from .state import PaperDurability
+
+        if self.state is None or self.state.store is None:
+            return None
+        self.paper_state = PaperDurability(self.state)
+        engine.blocked_reason = "LEASE_HELD"
+        info = await self.paper_state.start(engine)
+        engine.blocked_reason = None
+
+        def recovered():  # Redis may have lost its last second: commit the account again
+            from .state import engine_snapshot, position_view
+
+            self.state.writer.submit(fills=list(engine.ledger.fills), positions=position_view(engine.ledger),
+                                     blob=("engine", engine_snapshot(engine, self.cursor_ms)))
+        self.state.on_recovered = recovered
+        loop = asyncio.get_running_loop()
+        self._state_tasks = [loop.create_task(self.state.lease_loop()), loop.create_task(self.state.writer.run())]
+        return info["cursorMs"]
+
+    async def _paper_may_trade(self, engine: Engine) -> bool:
+        """Before each candle: pause while Redis is unreachable (the paper account cannot
+        be made durable), stop for good when fenced. False = stop the replay."""
+        while True:
+            why = self.state.blocked()
+            if why is None:
+                if engine.blocked_reason in ("STATE_STORE_DOWN", "LEASE_HELD"):
+                    engine.blocked_reason = None
+                return True
+            engine.blocked_reason = why
+            if why == "FENCED":
+                log.error("fenced: another worker owns this strategy's state; the replay stops here")
+                return False
+            await asyncio.sleep(0.25)
+
+    async def _stop_state(self) -> None:
+        """Graceful stop: commit pending writes (a few seconds at most), release the lease."""
+        st = self.state
+        if st is None or st.store is None:
+            return
+        try:
+            if st.writer.pending() and not st.store.fenced:
+                await asyncio.wait_for(st.writer.flush(), 3)
+        except Exception as e:  # noqa: BLE001 - reconciliation repairs what is lost
+            log.warning("state flush at stop failed: %r", e)
+        await st.release()
+        await st.store.aclose()
 
     # ---- status -----------------------------------------------------------------
     def runtime_status(self) -> dict:
@@ -674,6 +753,9 @@ class Worker:
 
         self.api_client = await load_config()
         ns = self.settings.namespace
+        from .state import WorkerState
+
+        self.state = WorkerState.from_env(ns, self.settings.strategy_name, self.settings.pod_name)
         self.strategies = Informer(self.api_client, api.STRATEGY_PLURAL, ns, self._on_strategy,
                                    field_selector=f"metadata.name={self.settings.strategy_name}")
         self.policies = Informer(self.api_client, api.POLICY_PLURAL, ns, self._on_policy)
@@ -723,9 +805,10 @@ class Worker:
                                                     {**self.runtime_status(), "tradingActive": False}), 3)
         except Exception:  # noqa: BLE001
             pass
-        for t in tasks:
+        for t in tasks + getattr(self, "_state_tasks", []):
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self._stop_state()
         await self.api_client.close()
         # pybit's WebSocket threads are daemons that may outlive the loop: drop what
         # could still reach native objects so they are freed before interpreter exit.

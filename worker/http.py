@@ -206,6 +206,9 @@ class WorkerCollector:
                                   "an answer (defensive: no new entries, exits still act)", labels=base)
         reach.add_metric(lv, 1.0 if getattr(w, "api_reachable", True) else 0.0)
         yield reach
+        from .state import state_metric_families
+
+        yield from state_metric_families(getattr(w, "state", None), base, lv)
         if e is None:
             return
         with obs.lock:
@@ -391,6 +394,8 @@ def build_app(worker: "Worker") -> FastAPI:
             "apiLastContactSecondsAgo": round(worker.api_contact_age(), 3),
             "apiUnreachableSeconds": worker.settings.api_unreachable_seconds,
             "apiUnreachableSince": worker.api_unreachable_since,
+            "state": worker.state.snapshot() if getattr(worker, "state", None) is not None else
+            {"backend": "memory", "durable": False},
         }
         if e is None:
             return out

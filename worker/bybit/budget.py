@@ -10,7 +10,8 @@ left) and ``X-Bapi-Limit-Reset-Timestamp`` (ms) headers on every private respons
 sharing a key on one node share one budget. It also learns from the headers: when the
 exchange says 0 requests are left, or answers 10006 / HTTP 429 / 403, every sharer
 waits until the reset time (or an exponential backoff when the headers are missing or
-the reset time is already past). Issue 7 moves this state to Redis for sharing across
+the reset time is already past). With ``HEAN_REDIS_URL`` the budget lives in Redis
+(:class:`hean.worker.state.RedisRateBudget`) and is shared across
 nodes; the interface stays.
 """
 

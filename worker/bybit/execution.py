@@ -44,6 +44,7 @@ from decimal import Decimal
 
 from ..engine import Engine, Order
 from ..ledger import ZERO, Fill, LedgerError
+from ..state import Fenced, LeaseExpired, StateUnavailable, crash_point, engine_snapshot, position_view
 from .client import BybitClient, OutcomeUnknown, RateLimited, Rejected, Unavailable
 from .orderlink import OrderLinkIds
 
@@ -96,6 +97,45 @@ class ExchangeExecution:
         self.obs = None  # the worker's metrics hooks (hean.worker.http.WorkerObservations)
         self.authenticated = False  # the private stream's last auth answer
         self.on_auth_failure = None  # callable() -> the runtime fixes the clock and reconnects
+        self.state = None  # hean.worker.state.WorkerState (Redis: write-ahead intents, durable fills)
+
+    # ---- durable state (issue 7) -------------------------------------------------------------
+    def _durable(self) -> bool:
+        return self.state is not None and self.state.store is not None
+
+    async def _write_ahead(self, tr: Tracked) -> bool:
+        """Record the intent (fenced) before the first send; False (order released) if
+        this worker is fenced or Redis is unreachable: nothing is sent then."""
+        o = tr.order
+        intent = {"symbol": o.symbol, "side": o.side, "qty": str(o.qty), "reduceOnly": o.reduce_only,
+                  "reason": o.reason, "createdMs": o.created_ts_ms, "stopDistance": str(o.stop_distance),
+                  "targetDistance": str(o.target_distance)}
+        try:
+            await self.state.store.record_intent(o.order_link_id, intent)
+        except Fenced:
+            self._reject(tr, "FENCED")
+            return False
+        except LeaseExpired:
+            self._reject(tr, "LEASE_EXPIRED")
+            return False
+        except StateUnavailable:
+            self._reject(tr, "STATE_STORE_DOWN")
+            return False
+        return True
+
+    def _persist_order(self, tr: Tracked) -> None:
+        if self._durable():
+            self.state.writer.submit(orders={tr.order.order_link_id: {
+                "state": tr.state, "orderId": tr.order_id, "cumQty": str(tr.cum_qty)}})
+
+    def _persist_fill(self, fill: Fill, tr: Tracked | None) -> None:
+        if self._durable():
+            led = self.engine.ledger
+            orders = {}
+            if tr is not None:
+                orders[tr.order.order_link_id] = {"state": tr.state, "orderId": tr.order_id, "cumQty": str(tr.cum_qty)}
+            self.state.writer.submit(fills=[fill], positions={fill.symbol: position_view(led)[fill.symbol]},
+                                     orders=orders, blob=("engine", engine_snapshot(self.engine)))
 
     # ---- orders ---------------------------------------------------------------------------
     def submit(self, order: Order) -> None:
@@ -142,15 +182,23 @@ class ExchangeExecution:
                 self._reject(tr, "EXCHANGE_SPOT_DUST")
                 return
         spot = self.category == "spot"  # no reduce-only on spot; a Market qty in base coin
+        if self._durable() and not await self._write_ahead(tr):
+            return
+        crash_point("before_send")
         while True:
+            if self._durable() and not self.state.store.lease_valid():
+                self._reject(tr, "LEASE_EXPIRED")  # maybe fenced meanwhile: never send on a stale lease
+                return
             t0 = time.monotonic()
             try:
                 res = await asyncio.to_thread(
                     self.client.place_order, self.category, order.symbol, order.side, str(qty), link,
                     "Market", None, order.reduce_only and not spot, None, "baseCoin" if spot else None)
+                crash_point("after_send")
                 tr.order_id = res.get("orderId", "")
                 if tr.state == "sending":
                     tr.state = "open"
+                self._persist_order(tr)
                 self.counters["orders_accepted"] += 1
                 if self.obs is not None:
                     self.obs.observe_order_latency(time.monotonic() - t0)
@@ -182,6 +230,8 @@ class ExchangeExecution:
 
     def _reject(self, tr: Tracked, reason: str) -> None:
         tr.state = "done"
+        if reason not in ("FENCED", "STATE_STORE_DOWN", "LEASE_EXPIRED"):
+            self._persist_order(tr)
         self.rejects[reason] += 1
         self.engine.on_order_closed(tr.order.symbol, tr.order.order_link_id, reason)
 
@@ -286,6 +336,8 @@ class ExchangeExecution:
             tr.cum_qty += fill.qty
             if done:
                 tr.state = "done"
+        crash_point("after_fill")
+        self._persist_fill(fill, tr)
         return True
 
     async def _fetch_executions(self, order_link_id: str | None = None, start_ms: int | None = None) -> int:
@@ -337,6 +389,11 @@ class ExchangeExecution:
         self.ids.ensure_above(seen_links | set(self.orders) | {f.order_link_id for f in self.engine.ledger.fills})
         for o in open_orders:
             link = o.get("orderLinkId", "")
+            known = self.orders.get(link)
+            if known is not None and known.state == "unknown":
+                known.state = "open"  # a write-ahead intent from before a restart: it is live
+                known.order_id = o.get("orderId", "")
+                self._persist_order(known)
             if self.ids.owns(link) and link not in self.orders and o.get("symbol") in self.engine.symbols:
                 report["adoptedOrders"] += 1
                 log.warning("reconcile: adopting open order %s on %s unknown to this worker", link, o.get("symbol"))
@@ -352,6 +409,7 @@ class ExchangeExecution:
                 if found is None or found.get("orderStatus") in DONE_STATES:
                     report["closedOrders"] += 1
                     tr.state = "done"
+                    self._persist_order(tr)
                     self.engine.on_order_closed(tr.order.symbol, link, None)
         # 3. positions (skipped for a symbol with an order in flight or a fill newer
         # than the position read: the next reconcile compares it)
@@ -378,6 +436,7 @@ class ExchangeExecution:
                 log.warning("reconcile: %s position %s on the exchange, %s in the ledger: booking %s %s @ %s",
                             sym, exch, mine, fill.side, fill.qty, price)
                 self.engine.on_exchange_fill(fill, False)
+                self._persist_fill(fill, None)
                 report["positionRepairs"] += 1
         try:
             self.exchange_equity = (await asyncio.to_thread(self.client.wallet)).get("totalEquity")

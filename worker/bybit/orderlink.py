@@ -7,7 +7,8 @@ never handed out twice: the next sequence number is written (and fsynced) to
 restart can only reuse an id that belongs to the same logical order, never place a
 second one. At start, reconciliation also raises the sequence above every id of this
 prefix it sees on the exchange (:meth:`OrderLinkIds.ensure_above`), which covers a
-lost state file. Issue 7 moves the sequence to Redis; the format stays.
+lost state file. With ``HEAN_REDIS_URL`` the sequence lives in Redis instead
+(:class:`hean.worker.state.RedisOrderLinkIds`, same format).
 
 The prefix is ``<name[:16]>`` (characters Bybit allows: letters, digits, ``-``,
 ``_``) plus 4 hex chars of SHA-256 of ``namespace/name``, so two strategies with the

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import os
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
 from hean.marketdata import Instrument, _instrument_from_record
@@ -35,6 +36,7 @@ log = logging.getLogger("hean.worker.bybit")
 B_NOT_RECONCILED = "EXCHANGE_NOT_RECONCILED"
 B_STALE = "MARKET_DATA_STALE"
 B_PRIVATE_DOWN = "EXCHANGE_STREAM_DOWN"
+B_FENCED, B_STATE_DOWN, B_LEASE, B_LEASE_EXPIRED = "FENCED", "STATE_STORE_DOWN", "LEASE_HELD", "LEASE_EXPIRED"
 KEY_ENV, SECRET_ENV = "BYBIT_API_KEY", "BYBIT_API_SECRET"
 
 
@@ -102,7 +104,7 @@ class Blocks:
     """Reasons the engine must not open positions, combined into
     ``engine.blocked_reason`` (first one wins)."""
 
-    ORDER = (B_NOT_RECONCILED, B_PRIVATE_DOWN, B_STALE)
+    ORDER = (B_FENCED, B_STATE_DOWN, B_LEASE, B_LEASE_EXPIRED, B_NOT_RECONCILED, B_PRIVATE_DOWN, B_STALE)
 
     def __init__(self):
         self.active: set[str] = set()
@@ -184,7 +186,7 @@ class ExchangeRuntime:
 
     def __init__(self, engine, namespace: str, name: str, endpoints: Endpoints, state_dir: Path,
                  blocks: Blocks, reconcile_seconds: float = 30.0, timeout: float = 5.0, order_rate: int = 10,
-                 env=None, dcp_seconds: int = 0, recv_window_ms: int = 5000):
+                 env=None, dcp_seconds: int = 0, recv_window_ms: int = 5000, state=None):
         key, secret = credentials_from_env(env)
         self.fingerprint = key_fingerprint(key)
         self.engine, self.blocks = engine, blocks
@@ -195,11 +197,19 @@ class ExchangeRuntime:
         self.dcp_seconds = dcp_seconds
         self.dcp_state = "off" if not dcp_seconds else "pending"
         set_pybit_urls(endpoints.ws_public, endpoints.ws_private)
-        budget = RateBudget(self.fingerprint, per_second=order_rate, state_dir=Path(state_dir) / "budget")
+        self.state = state  # hean.worker.state.WorkerState or None (per-node files, in-memory state)
+        store = state.store if state is not None else None
+        if store is not None:  # shared across nodes through Redis (issue 7)
+            from ..state import RedisOrderLinkIds, RedisRateBudget
+            budget = RedisRateBudget(self.fingerprint, store.r, per_second=order_rate)
+            self.ids = RedisOrderLinkIds(namespace, name, store)
+        else:
+            budget = RateBudget(self.fingerprint, per_second=order_rate, state_dir=Path(state_dir) / "budget")
+            self.ids = OrderLinkIds(namespace, name, Path(state_dir) / "orderlink")
         self.client = BybitClient(key, secret, endpoints.rest, budget=budget, timeout=timeout,
                                   recv_window=recv_window_ms)
-        self.ids = OrderLinkIds(namespace, name, Path(state_dir) / "orderlink")
         self.execution = ExchangeExecution(self.client, self.ids, engine, engine.spec.category)
+        self.execution.state = state
         topics = ["order", "execution", "position", "wallet"]
         if dcp_seconds:
             # DCP only fires when every private connection subscribed to "dcp.<product>" is gone
@@ -283,9 +293,83 @@ class ExchangeRuntime:
         self.blocks.set(B_NOT_RECONCILED, False)
         return True
 
+    async def restore(self) -> dict:
+        """Durable start (Redis): wait for the lease, load the ledger, positions, engine
+        state and order intents; an intent without a known outcome is tracked as
+        ``unknown`` so the first reconciliation looks it up by orderLinkId (it is never
+        sent again). Returns counts of what was loaded."""
+        import time
+
+        from ..engine import Order
+        from ..state import restore_engine
+        from .execution import Tracked
+
+        st = self.state
+        t0 = time.monotonic()
+        await st.acquire_lease()
+        data = await st.store.load()
+        restore_engine(self.engine, data["fills"], data["blobs"].get("engine"))
+        ex = self.execution
+        ex.exec_ids = {f.exec_id for f in data["fills"]}
+        real = [f.ts_ms for f in data["fills"] if not f.exec_id.startswith("reconcile-")]
+        ex._last_exec_ms = max(real) if real else None
+        unknown = 0
+        for link, it in data["intents"].items():
+            o = data["orders"].get(link) or {}
+            if o.get("state") == "done" or it.get("symbol") not in self.engine.symbols:
+                continue
+            order = Order(link, it["symbol"], it["side"], Decimal(it["qty"]), bool(it.get("reduceOnly")),
+                          it.get("reason", "RESTORED"), int(it.get("createdMs") or 0),
+                          Decimal(it.get("stopDistance") or 0), Decimal(it.get("targetDistance") or 0))
+            ex.orders[link] = Tracked(order, state="unknown", order_id=o.get("orderId", ""),
+                                      cum_qty=Decimal(o.get("cumQty") or 0), sent_at=0.0)
+            self.engine.symbols[it["symbol"]].pending = order
+            unknown += 1
+        await self.ids.start()
+        links = list(data["intents"])
+        if links:
+            await asyncio.to_thread(self.ids.ensure_above, links)
+        st.loaded = True
+        st.load_seconds = time.monotonic() - t0
+        st.on_recovered = self._state_recovered
+        out = {"fills": len(data["fills"]), "intents": len(data["intents"]), "unresolvedIntents": unknown}
+        log.info("state restored from Redis: %s (lease token %s)", out, st.store.token)
+        return out
+
+    def _state_recovered(self) -> None:
+        """Redis is back / the lease is ours again: no new orders until a reconciliation
+        with the exchange succeeded (fills may have happened while writes were refused)."""
+        from ..state import engine_snapshot, position_view
+
+        self.blocks.set(B_NOT_RECONCILED, True)
+        # Redis may have lost its last second of writes (AOF everysec, a node crash):
+        # commit the whole in-memory ledger again (exactly once by execId)
+        led = self.engine.ledger
+        self.state.writer.submit(fills=list(led.fills), positions=position_view(led),
+                                 blob=("engine", engine_snapshot(self.engine)))
+        self.reconcile_now.set()
+
+    async def _state_loop(self) -> None:
+        st = self.state
+        tasks = [asyncio.create_task(st.lease_loop()), asyncio.create_task(st.writer.run())]
+        try:
+            while True:
+                why = st.blocked()
+                for b in (B_FENCED, B_STATE_DOWN, B_LEASE, B_LEASE_EXPIRED):
+                    self.blocks.set(b, why == b)
+                await asyncio.sleep(0.1)
+        finally:
+            for t in tasks:
+                t.cancel()
+
     async def run(self) -> None:
         self.loop = asyncio.get_running_loop()
         self.execution.loop = self.loop
+        state_task = None
+        if self.state is not None and self.state.store is not None:
+            self.blocks.set(B_LEASE, True)
+            await self.restore()
+            state_task = asyncio.create_task(self._state_loop())
         priv = asyncio.create_task(self._private_loop())
         try:
             while True:
@@ -299,6 +383,8 @@ class ExchangeRuntime:
                 self.reconcile_now.clear()
         finally:
             priv.cancel()
+            if state_task is not None:
+                state_task.cancel()
             self.private.shutdown()
 
     def snapshot(self) -> dict:

@@ -16,6 +16,11 @@
   - apiGroups: [""]
     resources: ["pods"]
     verbs: ["get", "list", "watch", "create", "delete", "patch"]
+  # The workers' Redis URL/password Secret (hean-worker-redis) in each strategy
+  # namespace: create and update only, never read or list other Secrets.
+  - apiGroups: [""]
+    resources: ["secrets"]
+    verbs: ["create", "patch"]
   - apiGroups: [""]
     resources: ["serviceaccounts"]
     verbs: ["get", "list", "watch", "create", "patch", "delete"]
