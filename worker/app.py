@@ -476,9 +476,22 @@ class Worker:
                                       cs.stale_seconds, blocks, s.bybit_record_dir, self.instruments_doc)
             tasks.append(asyncio.create_task(self._load_funding(ep, engine)))
 
+            if engine.spec.mode == "paper":
+                # Paper on live data with Redis: the account (ledger, positions, stops,
+                # risk state) survives a restart; there is no cursor to resume, the
+                # market simply goes on.
+                await self._restore_paper(engine)
+
             def on_bar(symbol, bar):
                 self.cursor_ms = bar.ts_ms
                 self.events_total += 1
+                if self.paper_state is not None:
+                    why = self.state.blocked()  # Redis down or fenced: no new entries
+                    if why is not None:
+                        engine.blocked_reason = why
+                    elif engine.blocked_reason in ("STATE_STORE_DOWN", "LEASE_HELD", "LEASE_EXPIRED"):
+                        engine.blocked_reason = None
+                    self.paper_state.after_bar(engine, bar.ts_ms)
                 if engine.risk_events or engine.safety.autoq.requests:
                     self._drain_risk_events()
             self.live_data.on_bar = on_bar

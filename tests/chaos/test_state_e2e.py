@@ -44,6 +44,7 @@ def stack(kube, marketdata_dir, bybit_exchange, tmp_path_factory):  # noqa: F811
     srv = RedisServer()
     srv.start()
     env = [{"name": "HEAN_BYBIT_TESTNET_URL", "value": bybit_exchange.rest_url},
+           {"name": "HEAN_BYBIT_PAPER_URL", "value": bybit_exchange.rest_url},  # paper on live data
            {"name": "HEAN_WORKER_STATE_ROOT", "value": str(tmp_path_factory.mktemp("worker-state"))},
            {"name": "HEAN_WORKER_BYBIT_RECONCILE_SECONDS", "value": "2"}]
     install(kube.helm, marketdata_dir, extra=["--set", f"redis.external.url={srv.url}",
@@ -140,6 +141,35 @@ def test_paper_worker_resumes_from_redis_and_the_finalizer_cleans_up(kube, names
     wait_for(lambda: k.strategy("dur") is None, 90, message="the strategy to be finalized and gone")
     assert k.pod("dur-worker") is None or k.pod("dur-worker").metadata.deletion_timestamp
     assert not list(r.scan_iter(match=prefix.replace("{", "\\{").replace("}", "\\}") + "*")), "keys left behind"
+
+
+def test_paper_worker_on_live_data_keeps_its_account(kube, namespace, stack):
+    """Paper mode on live market data (the test exchange's public stream): a restarted
+    pod gets the same account back from Redis (there is no replay cursor: the market
+    simply goes on)."""
+    srv, _ = stack
+    k = K(kube, namespace)
+    k.apply(POLICY, {"apiVersion": f"{GROUP}/{VERSION}", "kind": "TradingStrategy", "metadata": {"name": "plive"},
+                     "spec": {"strategy": "impulse", "symbols": ["BTCUSDT"], "capital": 10000,
+                              "riskPolicyRef": {"name": "pol"}, "params": FAST, "marketData": {"source": "live"}}})
+    wait_for(lambda: k.ready("plive"), 120, message="Ready")
+    assert k.worker("plive-worker", "/why")["state"]["backend"] == "redis"
+    wait_for(lambda: len(k.worker("plive-worker", "/ledger")["fills"]) >= 2, 120, message="paper fills on live data")
+    uid = k.pod("plive-worker").metadata.uid
+    r = redis.Redis.from_url(srv.url, decode_responses=True)
+    prefix = strategy_prefix(namespace, "plive")
+    kube.kubectl("delete", "pod", "-n", namespace, "plive-worker", "--wait=true", timeout=60)
+    committed = [json.loads(f["fill"])["exec_id"] for _, f in r.xrange(prefix + "ledger")]
+    assert len(committed) >= 2
+    wait_for(lambda: (lambda p: p is not None and p.metadata.uid != uid)(k.pod("plive-worker")), 60,
+             message="the replacement pod")
+    wait_for(lambda: k.ready("plive"), 120, message="Ready again")
+    why = k.worker("plive-worker", "/why")
+    assert why["state"]["loaded"] and why["state"]["fencingToken"] == 2
+    resumed = [f["execId"] for f in k.worker("plive-worker", "/ledger")["fills"]]
+    assert resumed[:len(committed)] == committed  # the same account, not a fresh one
+    kube.kubectl("delete", "tradingstrategy", "-n", namespace, "plive", "--wait=false")
+    wait_for(lambda: k.strategy("plive") is None, 90, message="the strategy to be finalized and gone")
 
 
 def test_testnet_pod_deleted_while_orders_are_in_flight(kube, namespace, stack):

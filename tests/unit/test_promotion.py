@@ -488,7 +488,7 @@ def test_quarantined_symbols_and_admissions():
     from hean.operator import reconcile as rc
 
     s = {"metadata": {"name": "st", "namespace": "ns", "labels": {"team": "a"}},
-         "spec": {"symbols": ["BTCUSDT", "ETHUSDT"], "credentialsSecretRef": {"name": "k"},
+         "spec": {"strategy": "impulse", "symbols": ["BTCUSDT", "ETHUSDT"], "credentialsSecretRef": {"name": "k"},
                   "marketData": {"source": "live"}}}
     q = lambda sym, ns="ns", ttl=60, sel=None: {  # noqa: E731
         "metadata": {"namespace": ns, "creationTimestamp": "2026-01-01T12:00:00Z"},
