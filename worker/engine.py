@@ -198,7 +198,6 @@ class Engine:
         self.now_ms = 0
         self.bars_processed = 0
         self.dropped: Counter = Counter()
-        self.funding = ZERO  # USDT received (+) or paid (-) at funding settlements
         self.funding_events: list[tuple[int, str, Decimal, Decimal]] = []  # (ts_ms, symbol, rate, amount)
         self.risk_events: list[tuple[str, str, list[str]]] = []  # (old, new, reasons)
         self._last_ts: dict[str, int] = {}
@@ -270,6 +269,11 @@ class Engine:
         return False
 
     # ---- figures ---------------------------------------------------------------
+    @property
+    def funding(self) -> Decimal:
+        """Funding received (+) or paid (-) so far, USDT (the ledger's ``funding``)."""
+        return self.ledger.funding
+
     def marks(self) -> dict[str, Decimal]:
         """Mark price per symbol (last close or book mid, USDT); a spot leg of a
         two-leg strategy is keyed ``<symbol>.SPOT``."""
@@ -283,7 +287,7 @@ class Engine:
     def equity(self) -> Decimal:
         """Account equity in USDT at the current marks, plus funding received
         (minus paid) on perpetual positions."""
-        return self.ledger.equity(self.marks()) + self.funding
+        return self.ledger.equity(self.marks())
 
     def drawdown_percent(self) -> Decimal:
         """Drawdown from peak equity, in percent (0..100)."""
@@ -613,12 +617,13 @@ class Engine:
         """A settled funding rate of ``symbol`` (fraction per interval, > 0: longs pay
         shorts; Bybit https://bybit-exchange.github.io/docs/v5/market/history-fund-rate).
         The position pays or receives ``size * mark * rate`` USDT (booked in
-        ``self.funding``); then the strategy may act on the new rate."""
+        the ledger's ``funding``, so equity and the truth-layer total include it); then
+        the strategy may act on the new rate."""
         st = self.symbols[symbol]
         pos = self.ledger.positions.get(symbol)
         if pos is not None and pos.size != 0 and st.mark is not None:
             amount = -(pos.size * st.mark * rate)
-            self.funding += amount
+            self.ledger.book_funding(amount)  # truth layer: total includes funding
             self.funding_events.append((ts_ms, symbol, rate, amount))
         self.now_ms = max(self.now_ms, ts_ms)
         result = st.strategy.on_funding(rate, ts_ms, next_funding_ms, self._view(st))

@@ -670,7 +670,7 @@ def engine_snapshot(engine, cursor_ms: int | None = None) -> dict:
         "peakEquity": str(engine.peak_equity), "day": engine.day, "dayStartEquity": str(engine.day_start_equity),
         "hardStopAt": engine.hard_stop_at.isoformat() if engine.hard_stop_at else None,
         "orderSeq": engine.order_seq, "ordersSent": engine.orders_sent, "nowMs": engine.now_ms,
-        "cursorMs": cursor_ms,
+        "cursorMs": cursor_ms, "funding": str(engine.ledger.funding),
     }
 
 
@@ -684,6 +684,7 @@ def restore_engine(engine, fills: list[Fill], snap: dict | None) -> None:
     engine.ledger = led
     if not snap:
         return
+    led.funding = Decimal(snap.get("funding") or 0)  # funding is not a fill: kept in the snapshot
     for s, v in (snap.get("symbols") or {}).items():
         st = engine.symbols.get(s)
         if st is None:
