@@ -272,6 +272,17 @@ def _levels(d: dict, key: str) -> list[tuple[str, str]]:
     return out
 
 
+def _i64(v) -> int:
+    """int(v) for a timestamp / sequence field; ValueError unless it fits in int64."""
+    i = int(v)
+    if not -(2**63) <= i < 2**63:
+        raise ValueError("integer field out of int64 range")
+    return i
+
+
+_BAD_FRAME = (KeyError, TypeError, ValueError, AttributeError, OverflowError)
+
+
 def _fixed(text: str, decimals: int) -> int:
     v = parse_fixed(text, decimals)
     return -1 if v is None else v
@@ -314,7 +325,7 @@ def encode_frames(frames: Iterable[dict], symbols: Sequence[MarketSymbol]) -> Ma
                 d = m["data"]
                 snapshot = m["type"] == "snapshot"
                 bids, asks = _levels(d, "b"), _levels(d, "a")
-                u, seq, t = int(d["u"]), int(d.get("seq", 0)), int(m.get("ts", 0))
+                u, seq, t = _i64(d["u"]), _i64(d.get("seq", 0)), _i64(m.get("ts", 0))
                 start = len(lside)
                 for side, rows in ((1, bids), (-1, asks)):
                     for px, sz in rows:
@@ -324,13 +335,13 @@ def encode_frames(frames: Iterable[dict], symbols: Sequence[MarketSymbol]) -> Ma
                 emit(EV_BOOK_SNAPSHOT if snapshot else EV_BOOK_DELTA, s, t, u, seq, start, len(lside))
             elif topic.startswith("publicTrade."):
                 for tr in m["data"]:
-                    emit(EV_TRADE, s, int(tr["T"]), _fixed(str(tr["p"]), pd), _fixed(str(tr["v"]), sd),
+                    emit(EV_TRADE, s, _i64(tr["T"]), _fixed(str(tr["p"]), pd), _fixed(str(tr["v"]), sd),
                          _SIDES.get(str(tr["S"]), 0))
             else:
                 for k in m["data"]:
                     if k.get("confirm") is True:
-                        emit(EV_CANDLE, s, int(k["start"]), *(_fixed(str(k[f]), pd) for f in ("open", "high", "low", "close")))
-        except (KeyError, TypeError, ValueError, AttributeError):
+                        emit(EV_CANDLE, s, _i64(k["start"]), *(_fixed(str(k[f]), pd) for f in ("open", "high", "low", "close")))
+        except _BAD_FRAME:
             emit(EV_MALFORMED, s, 0)
 
     def arr(v, dt):
@@ -562,9 +573,9 @@ class _RefEngine:
         d = m["data"]
         snapshot = m["type"] == "snapshot"
         bids, asks = _levels(d, "b"), _levels(d, "a")
-        u, seq, t = int(d["u"]), int(d.get("seq", 0)), int(m.get("ts", 0))
+        u, seq, t = _i64(d["u"]), _i64(d.get("seq", 0)), _i64(m.get("ts", 0))
+        status = st.m.on_book(snapshot, bids, asks, u, seq, t)  # raises before any change if a string is unusable
         self.c["events"] += 1
-        status = st.m.on_book(snapshot, bids, asks, u, seq, t)
         self.absorb(s)
         if status == "OK":
             bb, ba = st.m.book.best_bid()[0], st.m.book.best_ask()[0]
@@ -575,7 +586,7 @@ class _RefEngine:
 
     def on_trade(self, s: int, tr: dict) -> None:
         st = self.sym[s]
-        t = int(tr["T"])
+        t = _i64(tr["T"])
         px = parse_fixed(str(tr["p"]), st.spec.price_decimals)
         qty = parse_fixed(str(tr["v"]), st.spec.size_decimals)
         side = str(tr["S"])
@@ -590,7 +601,7 @@ class _RefEngine:
 
     def on_candle(self, s: int, k: dict) -> None:
         st = self.sym[s]
-        t = int(k["start"])
+        t = _i64(k["start"])
         o, h, lo, c = (parse_fixed(str(k[f]), st.spec.price_decimals) for f in ("open", "high", "low", "close"))
         self.c["events"] += 1
         if None in (o, h, lo, c) or min(o, h, lo, c) <= 0 or lo > h or not (lo <= o <= h) or not (lo <= c <= h):
@@ -630,7 +641,7 @@ def replay_market_reference(frames: Iterable[dict], symbols: Sequence[MarketSymb
                     if k.get("confirm") is True:
                         e.on_candle(s, k)
                         curve.append(e.to_double(e.equity()))
-        except (KeyError, TypeError, ValueError, AttributeError):
+        except _BAD_FRAME:
             e.c["events"] += 1
             e.c["malformed"] += 1
             curve.append(e.to_double(e.equity()))
