@@ -183,13 +183,16 @@ void bind_book(nb::module_ &m) {
             d["reason"] = o.reason;
             return d;
         }, "order_id"_a)
-        .def("fills", [](const hean::PaperMatcher &mt) {
+        .def_prop_ro("n_fills", [](const hean::PaperMatcher &mt) { return mt.fills.size(); })
+        .def("fills", [](const hean::PaperMatcher &mt, std::size_t start) {
             nb::list out;
-            for (const auto &f : mt.fills)
+            for (std::size_t i = start; i < mt.fills.size(); ++i) {
+                const auto &f = mt.fills[i];
                 out.append(nb::make_tuple(f.order_id, f.ts, f.side > 0 ? "Buy" : "Sell", f.price, f.qty, f.fee_e8,
                                           f.maker ? "maker" : "taker"));
+            }
             return out;
-        }, "[(order_id, ts, side, price, qty, fee_e8, liquidity)] (units; fee in 1e-8 quote)")
+        }, "start"_a = 0, "[(order_id, ts, side, price, qty, fee_e8, liquidity)] from index `start` (units; fee in 1e-8 quote)")
         .def("counters", [](const hean::PaperMatcher &mt) {
             nb::dict d, rc;
             for (const auto &kv : mt.reject_counts) rc[nb::int_(kv.first)] = kv.second;

@@ -19,6 +19,7 @@ using namespace nb::literals;
 
 void bind_engine(nb::module_ &m);
 void bind_book(nb::module_ &m);
+void bind_market(nb::module_ &m);
 
 namespace {
 
@@ -293,6 +294,133 @@ void fused_into(const In &high, const In &low, const In &close, std::int64_t ema
 
 std::string repr_value(double v) { return hean::format_double(v); }
 
+// Bollinger as bound to Python: the kernel state plus the tuple update() returned
+// last. When the caller has dropped that tuple (we hold its only reference) it is
+// refilled and returned again instead of allocating a new tuple and three floats,
+// as CPython's own zip() and enumerate() reuse their result tuples; a float inside
+// it is overwritten only if the tuple holds its only reference, so no Python code
+// can observe the change. Allocation was most of update()'s cost from Python.
+struct PyBollinger : hean::Bollinger {
+    using hean::Bollinger::Bollinger;
+    PyBollinger(const PyBollinger &) = delete;
+    PyBollinger &operator=(const PyBollinger &) = delete;
+    ~PyBollinger() { Py_XDECREF(last); }
+    PyObject *last = nullptr;
+};
+
+nb::object bands_tuple(PyBollinger &b, const hean::Bands &v) {
+    const double vals[3] = {v.upper, v.middle, v.lower};
+    PyObject *t = b.last;
+    if (t && Py_REFCNT(t) == 1) {
+        for (Py_ssize_t i = 0; i < 3; ++i) {
+            PyObject *old = PyTuple_GET_ITEM(t, i);
+            if (Py_REFCNT(old) == 1 && PyFloat_CheckExact(old)) {
+                reinterpret_cast<PyFloatObject *>(old)->ob_fval = vals[i];
+            } else {
+                PyObject *f = PyFloat_FromDouble(vals[i]);
+                if (!f) throw nb::python_error();
+                PyTuple_SET_ITEM(t, i, f);
+                Py_DECREF(old);
+            }
+        }
+        return nb::borrow(t);
+    }
+    PyObject *nt = PyTuple_New(3);
+    if (!nt) throw nb::python_error();
+    for (Py_ssize_t i = 0; i < 3; ++i) {
+        PyObject *f = PyFloat_FromDouble(vals[i]);
+        if (!f) {
+            Py_DECREF(nt);
+            throw nb::python_error();
+        }
+        PyTuple_SET_ITEM(nt, i, f);
+    }
+    Py_XDECREF(b.last);
+    b.last = nt;
+    return nb::borrow(nt);
+}
+
+// ---- update(x) from Python: a METH_O method ------------------------------------------
+// nanobind's general dispatch (argument conversion, overload and keyword handling)
+// costs about as much as the indicator step itself. The one-argument update()
+// methods are installed as plain METH_O method descriptors instead: CPython's
+// method descriptor checks that `self` is an instance of the class, the argument
+// is read as a float (float or int, else TypeError as for any float parameter) and
+// kernel exceptions become ValueError as nanobind would map them. The stub for
+// these methods comes from native/stubgen-patterns.txt.
+template <class T, double (T::*Fn)(double)>
+PyObject *update_o(PyObject *self, PyObject *arg) noexcept {
+    double x;
+    if (PyFloat_CheckExact(arg)) {
+        x = PyFloat_AS_DOUBLE(arg);
+    } else {
+        x = PyFloat_AsDouble(arg);
+        if (x == -1.0 && PyErr_Occurred()) return nullptr;
+    }
+    if (!nb::inst_ready(nb::handle(self))) {
+        PyErr_SetString(PyExc_TypeError, "update(): the object is not initialized");
+        return nullptr;
+    }
+    T *p = nb::inst_ptr<T>(nb::handle(self));
+    try {
+        return PyFloat_FromDouble((p->*Fn)(x));
+    } catch (const std::invalid_argument &e) {
+        PyErr_SetString(PyExc_ValueError, e.what());
+    } catch (const std::exception &e) {
+        PyErr_SetString(PyExc_RuntimeError, e.what());
+    }
+    return nullptr;
+}
+
+PyObject *bollinger_update_o(PyObject *self, PyObject *arg) noexcept {
+    double x;
+    if (PyFloat_CheckExact(arg)) {
+        x = PyFloat_AS_DOUBLE(arg);
+    } else {
+        x = PyFloat_AsDouble(arg);
+        if (x == -1.0 && PyErr_Occurred()) return nullptr;
+    }
+    if (!nb::inst_ready(nb::handle(self))) {
+        PyErr_SetString(PyExc_TypeError, "update(): the object is not initialized");
+        return nullptr;
+    }
+    PyBollinger *b = nb::inst_ptr<PyBollinger>(nb::handle(self));
+    try {
+        return bands_tuple(*b, b->update(x)).release().ptr();
+    } catch (nb::python_error &e) {
+        e.restore();
+    } catch (const std::exception &e) {
+        PyErr_SetString(PyExc_RuntimeError, e.what());
+    }
+    return nullptr;
+}
+
+/// Install `def` (static storage) as method `update` of the bound class `cls`.
+void set_fast_update(nb::handle cls, PyMethodDef *def) {
+    PyObject *descr = PyDescr_NewMethod(reinterpret_cast<PyTypeObject *>(cls.ptr()), def);
+    if (!descr || PyObject_SetAttrString(cls.ptr(), "update", descr) != 0) {
+        Py_XDECREF(descr);
+        throw nb::python_error();
+    }
+    Py_DECREF(descr);
+}
+
+PyMethodDef kEmaUpdate = {"update", reinterpret_cast<PyCFunction>(&update_o<hean::Ema, &hean::Ema::update_o3>), METH_O,
+                          "update($self, x, /)\n--\n\nFeed one value; returns the EMA, NaN until ready."};
+PyMethodDef kVolUpdate = {"update",
+                          reinterpret_cast<PyCFunction>(&update_o<hean::RollingLogReturnStd, &hean::RollingLogReturnStd::update>),
+                          METH_O,
+                          "update($self, close, /)\n--\n\nFeed one close (finite, > 0, else ValueError and the state "
+                          "is unchanged); returns the std, NaN until ready."};
+PyMethodDef kSmaUpdate = {"update", reinterpret_cast<PyCFunction>(&update_o<hean::Sma, &hean::Sma::update>), METH_O,
+                          "update($self, x, /)\n--\n\nFeed one value; returns the SMA, NaN until ready."};
+PyMethodDef kRsiUpdate = {"update", reinterpret_cast<PyCFunction>(&update_o<hean::Rsi, &hean::Rsi::update>), METH_O,
+                          "update($self, x, /)\n--\n\nFeed one value; returns RSI in [0, 100], NaN until ready."};
+PyMethodDef kZUpdate = {"update", reinterpret_cast<PyCFunction>(&update_o<hean::ZScore, &hean::ZScore::update>), METH_O,
+                        "update($self, x, /)\n--\n\nFeed one value; returns the z-score, NaN until ready."};
+PyMethodDef kBbUpdate = {"update", reinterpret_cast<PyCFunction>(&bollinger_update_o), METH_O,
+                         "update($self, x, /)\n--\n\nFeed one value; returns (upper, middle, lower), NaN until ready."};
+
 }  // namespace
 
 NB_MODULE(_native, m) {
@@ -475,23 +603,22 @@ NB_MODULE(_native, m) {
         .def_prop_ro("ready", &hean::Rsi::ready)
         .def_prop_ro("count", &hean::Rsi::count)
         .def_prop_ro("period", &hean::Rsi::period);
-    nb::class_<hean::Bollinger>(m, "Bollinger",
-                                "Streaming Bollinger bands; update(x) returns (upper, middle, lower) "
-                                "== bollinger() at the same index bit for bit.")
+    nb::class_<PyBollinger>(m, "Bollinger",
+                            "Streaming Bollinger bands; update(x) returns (upper, middle, lower) "
+                            "== bollinger() at the same index bit for bit.")
         .def(nb::init<std::int64_t, double>(), "period"_a, "k"_a = 2.0)
-        .def("update", [](hean::Bollinger &b, double x) {
-                 const hean::Bands v = b.update(x);
-                 return std::make_tuple(v.upper, v.middle, v.lower);
-             }, "x"_a, "Feed one value; returns (upper, middle, lower), NaN until ready.")
-        .def("reset", &hean::Bollinger::reset)
-        .def_prop_ro("value", [](const hean::Bollinger &b) {
+        .def("update", [](PyBollinger &b, double x) { return bands_tuple(b, b.update(x)); }, "x"_a,
+             nb::sig("def update(self, x: float) -> tuple[float, float, float]"),
+             "Feed one value; returns (upper, middle, lower), NaN until ready.")
+        .def("reset", [](PyBollinger &b) { b.reset(); })
+        .def_prop_ro("value", [](const PyBollinger &b) {
             const hean::Bands v = b.value();
             return std::make_tuple(v.upper, v.middle, v.lower);
         })
-        .def_prop_ro("ready", &hean::Bollinger::ready)
-        .def_prop_ro("count", &hean::Bollinger::count)
-        .def_prop_ro("period", &hean::Bollinger::period)
-        .def_prop_ro("k", &hean::Bollinger::k);
+        .def_prop_ro("ready", [](const PyBollinger &b) { return b.ready(); })
+        .def_prop_ro("count", [](const PyBollinger &b) { return b.count(); })
+        .def_prop_ro("period", [](const PyBollinger &b) { return b.period(); })
+        .def_prop_ro("k", [](const PyBollinger &b) { return b.k(); });
     nb::class_<hean::ZScore>(m, "ZScore", "Streaming rolling z-score; update(x) == zscore()[i].")
         .def(nb::init<std::int64_t>(), "window"_a)
         .def("update", &hean::ZScore::update, "x"_a)
@@ -519,6 +646,15 @@ NB_MODULE(_native, m) {
         .def_prop_ro("count", &hean::Ofi::count)
         .def_prop_ro("window", &hean::Ofi::window);
 
+    // the fast update() paths (see update_o above) replace nanobind's methods
+    set_fast_update(m.attr("EMA"), &kEmaUpdate);
+    set_fast_update(m.attr("RollingLogReturnStd"), &kVolUpdate);
+    set_fast_update(m.attr("SMA"), &kSmaUpdate);
+    set_fast_update(m.attr("RSI"), &kRsiUpdate);
+    set_fast_update(m.attr("ZScore"), &kZUpdate);
+    set_fast_update(m.attr("Bollinger"), &kBbUpdate);
+
     bind_engine(m);
     bind_book(m);
+    bind_market(m);
 }

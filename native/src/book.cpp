@@ -125,8 +125,8 @@ int OrderBook::apply_levels(bool snapshot, const std::vector<Level> &bids, const
         return BOOK_GAP;
     }
     // apply with an undo log so that a crossing delta can be rolled back
-    std::vector<std::pair<int, Level>> undo;  // (side, (price, old size or 0))
-    undo.reserve(bids.size() + asks.size());
+    std::vector<std::pair<int, Level>> &undo = undo_;  // (side, (price, old size or 0)); reused
+    undo.clear();
     auto set = [&](auto &m, int side, const Level &lv) {
         auto it = m.find(lv.first);
         undo.push_back({side, {lv.first, it == m.end() ? 0 : it->second}});

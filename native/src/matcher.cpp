@@ -118,7 +118,8 @@ SubmitResult PaperMatcher::submit(std::int64_t id, int side, int type, int tif, 
         }
     }
     res.status = o.status;
-    orders.emplace(id, o);
+    auto ins = orders.emplace(id, o).first;
+    if (o.status == OS_NEW || o.status == OS_PARTIAL) live_.emplace(id, &ins->second);
     return res;
 }
 
@@ -133,9 +134,13 @@ bool PaperMatcher::cancel(std::int64_t id) {
 }
 
 void PaperMatcher::recheck_resting(std::int64_t ts) {
-    for (auto &kv : orders) {
-        MOrder &o = kv.second;
-        if (o.status != OS_NEW && o.status != OS_PARTIAL) continue;
+    for (auto it = live_.begin(); it != live_.end();) {
+        MOrder &o = *it->second;
+        if (o.status != OS_NEW && o.status != OS_PARTIAL) {
+            it = live_.erase(it);
+            continue;
+        }
+        ++it;
         // queue shrinks when the level shrinks below it
         const std::int64_t lvl = book.size_at(o.side, o.price);
         if (lvl < o.queue_ahead) o.queue_ahead = lvl;
@@ -158,7 +163,14 @@ int PaperMatcher::on_book(bool snapshot, const std::vector<std::pair<std::string
                           const std::vector<std::pair<std::string, std::string>> &asks, std::int64_t u,
                           std::int64_t seq, std::int64_t ts) {
     const int st = book.apply(snapshot, bids, asks, u, seq, ts);
-    if (st == BOOK_OK) recheck_resting(ts);
+    if (st == BOOK_OK && !live_.empty()) recheck_resting(ts);
+    return st;
+}
+
+int PaperMatcher::on_book_levels(bool snapshot, const std::vector<Level> &bids, const std::vector<Level> &asks,
+                                 std::int64_t u, std::int64_t seq, std::int64_t ts) {
+    const int st = book.apply_levels(snapshot, bids, asks, u, seq, ts);
+    if (st == BOOK_OK && !live_.empty()) recheck_resting(ts);
     return st;
 }
 
@@ -170,12 +182,17 @@ bool PaperMatcher::on_trade(std::int64_t ts, std::int64_t price, std::int64_t qt
     last_trade_ts_ = ts;
     std::int64_t left = qty;
     // resting orders on the passive side, best price first, then time (id order)
-    std::vector<MOrder *> cands;
-    for (auto &kv : orders) {
-        MOrder &o = kv.second;
-        if ((o.status == OS_NEW || o.status == OS_PARTIAL) && o.side == -aggressor) {
-            if (o.side > 0 ? price <= o.price : price >= o.price) cands.push_back(&o);
+    if (live_.empty()) return true;
+    std::vector<MOrder *> &cands = cands_;
+    cands.clear();
+    for (auto it = live_.begin(); it != live_.end();) {
+        MOrder &o = *it->second;
+        if (o.status != OS_NEW && o.status != OS_PARTIAL) {
+            it = live_.erase(it);
+            continue;
         }
+        ++it;
+        if (o.side == -aggressor && (o.side > 0 ? price <= o.price : price >= o.price)) cands.push_back(&o);
     }
     std::stable_sort(cands.begin(), cands.end(), [](const MOrder *a, const MOrder *b) {
         return a->side > 0 ? a->price > b->price : a->price < b->price;

@@ -321,3 +321,39 @@ def test_flat_series_edge_cases():
     assert np.all(np.isnan(ind.vwap(x, np.zeros(50), 5)))
     assert np.array_equal(ind.sma(np.array([]), 3), np.array([]))
     assert ind.rsi(np.array([1.0]), 14).tolist() != [0.0]
+
+
+def test_fast_update_paths_keep_semantics():
+    """update() of EMA/SMA/RSI/ZScore/RollingLogReturnStd/Bollinger is a METH_O fast
+    path: type errors, value errors (state unchanged), wrong-class calls and values
+    the caller keeps behave as for any method."""
+    from hean import _native as n
+
+    for cls in (n.EMA, n.SMA, n.RSI, n.ZScore, n.RollingLogReturnStd):
+        o = cls(3)
+        with pytest.raises(TypeError):
+            o.update("1.0")
+        with pytest.raises(TypeError):
+            o.update()
+        assert o.count == 0
+    with pytest.raises(TypeError):
+        n.EMA.update(n.SMA(3), 1.0)
+    v = n.RollingLogReturnStd(2)
+    v.update(100.0)
+    with pytest.raises(ValueError, match="finite"):
+        v.update(float("nan"))
+    assert v.count == 1
+    assert n.EMA(1).update(3) == 3.0  # ints are accepted as floats
+    # Bollinger reuses its result tuple only when the caller has dropped it: values the
+    # caller holds never change
+    b = n.Bollinger(2, 2.0)
+    kept = [b.update(x) for x in (1.0, 3.0, 5.0, 4.0)]
+    assert kept[1] == (4.0, 2.0, 0.0) and kept[2] == (6.0, 4.0, 2.0) and kept[3] == (5.5, 4.5, 3.5)
+    first = b.update(10.0)[0]  # window (4, 10): mean 7, pstd 3; the tuple is dropped, the float kept
+    again = b.update(20.0)  # window (10, 20): mean 15, pstd 5
+    assert first == 13.0 and again == (25.0, 15.0, 5.0)
+    upper, middle, lower = again
+    del again
+    assert b.update(30.0) == (35.0, 25.0, 15.0)
+    assert (upper, middle, lower) == (25.0, 15.0, 5.0)
+    assert kept[3] == (5.5, 4.5, 3.5) and first == 13.0

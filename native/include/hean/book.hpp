@@ -95,6 +95,7 @@ private:
     bool has_snapshot_ = false, needs_snapshot_ = false;
     std::int64_t last_u_ = 0, last_seq_ = -1, last_ts_ = 0;
     std::int64_t counts_[BOOK_STATUS_COUNT] = {};
+    std::vector<std::pair<int, Level>> undo_;  // scratch of apply_levels (no allocation per delta)
 };
 
 }  // namespace hean

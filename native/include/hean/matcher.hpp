@@ -75,6 +75,9 @@ class PaperMatcher {
 public:
     PaperMatcher(int price_decimals, int qty_decimals, std::int64_t tick, std::int64_t qty_step,
                  std::int64_t min_qty, Dec min_notional, Dec maker_fee, Dec taker_fee, bool spot);
+    // live_ points into `orders`: a copy would point into the original.
+    PaperMatcher(const PaperMatcher &) = delete;
+    PaperMatcher &operator=(const PaperMatcher &) = delete;
 
     SubmitResult submit(std::int64_t id, int side, int type, int tif, std::int64_t qty, std::int64_t price,
                         bool reduce_only, std::int64_t ts);
@@ -83,6 +86,9 @@ public:
     int on_book(bool snapshot, const std::vector<std::pair<std::string, std::string>> &bids,
                 const std::vector<std::pair<std::string, std::string>> &asks, std::int64_t u,
                 std::int64_t seq, std::int64_t ts);
+    /// Same with already-scaled levels (see OrderBook::apply_levels).
+    int on_book_levels(bool snapshot, const std::vector<Level> &bids, const std::vector<Level> &asks,
+                       std::int64_t u, std::int64_t seq, std::int64_t ts);
     /// A public trade; aggressor_side +1 Buy / -1 Sell. Returns false (and counts
     /// it) for a non-positive price or size or a timestamp older than the last.
     bool on_trade(std::int64_t ts, std::int64_t price, std::int64_t qty, int aggressor_side);
@@ -106,6 +112,10 @@ private:
     Dec min_notional_, maker_fee_, taker_fee_;
     bool spot_;
     std::int64_t last_trade_ts_ = 0;
+    // Orders that may still be live, by id (the same order as `orders`); entries
+    // whose order has ended are erased lazily, so checks cost O(live orders).
+    std::map<std::int64_t, MOrder *> live_;
+    std::vector<MOrder *> cands_;  // scratch of on_trade
 };
 
 }  // namespace hean

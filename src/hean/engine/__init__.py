@@ -8,9 +8,24 @@
   position, exact fees, Bybit retCodes), readers for recorded book data and a
   pure-Python :class:`ReferenceBook`; :func:`replay_market` feeds recorded book and
   trade frames through a matcher with a Python strategy hook.
+* :mod:`hean.engine.market`: the one-call native replay of recorded candles, trades
+  and book updates (:func:`replay_market_native` over a :class:`MarketTape` from
+  :func:`encode_frames`) and its pure-Python twin :func:`replay_market_reference`.
 """
 
 from hean.engine.book import OrderBook, PaperMatcher, ReferenceBook, matcher_for, replay_market
+from hean.engine.market import (
+    MarketParams,
+    MarketReplayResult,
+    MarketRisk,
+    MarketSymbol,
+    MarketTape,
+    encode_frames,
+    market_symbols,
+    read_market_frames,
+    replay_market_native,
+    replay_market_reference,
+)
 from hean.engine.replay import (
     FILL_REASONS,
     REASONS,
@@ -30,6 +45,16 @@ __all__ = [
     "ReferenceBook",
     "matcher_for",
     "replay_market",
+    "MarketParams",
+    "MarketReplayResult",
+    "MarketRisk",
+    "MarketSymbol",
+    "MarketTape",
+    "encode_frames",
+    "market_symbols",
+    "read_market_frames",
+    "replay_market_native",
+    "replay_market_reference",
     "FILL_REASONS",
     "REASONS",
     "REJECTS",
