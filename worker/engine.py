@@ -279,6 +279,8 @@ class Engine:
         two-leg strategy is keyed ``<symbol>.SPOT``."""
         out = {s: st.mark for s, st in self.symbols.items() if st.mark is not None}
         for s, st in self.symbols.items():
+            if st.leg_instrument is None and f"{s}.SPOT" not in self.ledger.positions:
+                continue  # no spot leg on this symbol
             leg = st.leg_mark if st.leg_fed else st.mark
             if leg is not None:
                 out[f"{s}.SPOT"] = leg
