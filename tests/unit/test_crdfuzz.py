@@ -76,3 +76,20 @@ def test_one_base_per_strategy_and_cel_cases_name_their_base() -> None:
     labels = {(kind, label) for kind, bases in BASES.items() for label, _ in bases}
     assert all((kind, base) in labels for kind, base, *_ in CEL_CASES)
     assert len({c[2] for c in CEL_CASES}) == len(CEL_CASES)  # unique labels
+
+
+def test_date_time_fields_always_get_an_array() -> None:
+    """The API server does not type-check date-time strings against arrays; a CEL
+    rule on each such field does, so every seed must try an array there."""
+    for seed in (7, 11, 12):
+        cases = generate(CRDS, seed=seed, combos=0)
+        for path in ("spec.marketData.replay.start", "spec.expiresAt"):
+            arrays = [c for c in cases if c.category == "type" and c.fields == [path]
+                      and isinstance(has_value(c.obj, path), list)]
+            assert arrays, (seed, path)
+
+
+def has_value(obj, path: str):
+    for part in path.split("."):
+        obj = obj[part]
+    return obj

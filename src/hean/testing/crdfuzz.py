@@ -432,7 +432,10 @@ def single_mutations(kind: str, schema: dict, rng: random.Random, base: dict | N
             seen.add(where)
         t = s.get("type")
         if path != ("spec",):
-            for bad in _wrong_types(t)[:2] + rng.sample(_wrong_types(t)[2:], min(1, len(_wrong_types(t)[2:]))):
+            bads = _wrong_types(t)[:2] + rng.sample(_wrong_types(t)[2:], min(1, len(_wrong_types(t)[2:])))
+            if s.get("format") == "date-time" and not any(isinstance(b, list) for b in bads):
+                bads.append(["x"])  # always: the array the CRDs' CEL rule exists for
+            for bad in bads:
                 # The API server's schema check lets an array through for a
                 # date-time string; the CRDs' CEL rule on the field catches it.
                 mark = CEL_CHECKED if s.get("format") == "date-time" and isinstance(bad, list) else ""
