@@ -1,14 +1,18 @@
 """Invalid-manifest generator for hean's three CRDs (issue 7, "Bad input").
 
 Derived from the CRD schemas in ``crds/``: the generator walks each kind's
-``spec`` schema from a valid base object and, for every field, derives the
+``spec`` schema from valid base objects (:data:`BASES`: together they set every
+field; one per strategy, Bybit, promotion, every RiskPolicy safety block, ...) and,
+for every field (from the first base that sets it), derives the
 mutations its schema forbids (wrong JSON type, out-of-range numbers, enum and
 pattern violations, strings over ``maxLength`` and 100 000 characters long, lists
 over ``maxItems`` and 5 000 items long, duplicates in set lists, unknown fields,
 missing required fields), plus the cross-field contradictions the CEL rules forbid
 (soft drawdown at or above the hard one, fast EMA not below the slow one, live
 without the confirmation phrase, exchange modes without credentials or live market
-data, both or neither quarantine expiry, ...), plus seeded random combinations of
+data, another strategy's params block, scanner topN above its universe, Bybit
+settings on replayed data, skipped promotion stages, both or neither quarantine
+expiry, ...: :data:`CEL_CASES`), plus seeded random combinations of
 2 or 3 schema mutations. Each :class:`Case` carries the field paths the API
 server's answer must name.
 
