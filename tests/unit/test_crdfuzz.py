@@ -5,9 +5,10 @@ server in tests/e2e/test_crd_fuzz.py."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
-from hean.testing.crdfuzz import BASE, CEL_CASES, generate, load_spec_schemas
+from hean.testing.crdfuzz import BASES, CEL_CASES, generate, load_spec_schemas
 
 CRDS = Path(__file__).resolve().parents[2] / "crds"
 
@@ -47,6 +48,48 @@ def test_same_seed_same_corpus_and_combos_name_every_field() -> None:
     assert generate(CRDS, seed=6, combos=40)[-1].obj != a[-1].obj
 
 
+def has_path(obj, path: str) -> bool:
+    """Whether the dotted ``path`` (``spec.a.b[0].c``) is set in ``obj``."""
+    for part in re.findall(r"[^.\[\]]+|\[\d+\]", path):
+        if part.startswith("["):
+            if not isinstance(obj, list) or len(obj) <= int(part[1:-1]):
+                return False
+            obj = obj[int(part[1:-1])]
+        elif isinstance(obj, dict) and part in obj:
+            obj = obj[part]
+        else:
+            return False
+    return True
+
+
 def test_base_objects_use_every_spec_field() -> None:
+    """Every field of every kind, at every depth, is set in at least one base."""
     for kind, schema in load_spec_schemas(CRDS).items():
-        assert set(BASE[kind]) | {"expiresAt"} >= set(schema["properties"]), kind
+        unset = {p for p in leaf_paths(schema, "spec")
+                 if not any(has_path({"spec": spec}, p) for _, spec in BASES[kind])}
+        assert not unset, (kind, unset)
+
+
+def test_one_base_per_strategy_and_cel_cases_name_their_base() -> None:
+    strategy = load_spec_schemas(CRDS)["TradingStrategy"]["properties"]["strategy"]["enum"]
+    assert sorted(spec["strategy"] for label, spec in BASES["TradingStrategy"] if label in strategy) == sorted(strategy)
+    labels = {(kind, label) for kind, bases in BASES.items() for label, _ in bases}
+    assert all((kind, base) in labels for kind, base, *_ in CEL_CASES)
+    assert len({c[2] for c in CEL_CASES}) == len(CEL_CASES)  # unique labels
+
+
+def test_date_time_fields_always_get_an_array() -> None:
+    """The API server does not type-check date-time strings against arrays; a CEL
+    rule on each such field does, so every seed must try an array there."""
+    for seed in (7, 11, 12):
+        cases = generate(CRDS, seed=seed, combos=0)
+        for path in ("spec.marketData.replay.start", "spec.expiresAt"):
+            arrays = [c for c in cases if c.category == "type" and c.fields == [path]
+                      and isinstance(has_value(c.obj, path), list)]
+            assert arrays, (seed, path)
+
+
+def has_value(obj, path: str):
+    for part in path.split("."):
+        obj = obj[part]
+    return obj

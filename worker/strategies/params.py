@@ -135,8 +135,8 @@ class GridParams(_Params):
     """
 
     levels: int = Field(10, ge=2, le=200, description="number of grid lines")
-    lowerPrice: float | None = Field(None, gt=0, description="lower bound, USDT; auto if unset")
-    upperPrice: float | None = Field(None, gt=0, description="upper bound, USDT; auto if unset")
+    lowerPrice: float | None = Field(None, gt=0, le=1e9, description="lower bound, USDT (at most 1e9); auto if unset")
+    upperPrice: float | None = Field(None, gt=0, le=1e9, description="upper bound, USDT (at most 1e9); auto if unset")
     rangePercent: float = Field(3.0, gt=0, le=100, description="auto range total width, percent of the centre")
     levelNotionalUsdt: float = Field(100.0, gt=0, le=1e7, description="size per grid level, USDT notional")
     recenterOnBreakout: bool = Field(True, description="sell the inventory and re-centre on a breakout")
