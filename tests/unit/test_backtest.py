@@ -345,3 +345,23 @@ def test_basis_arbitrage_with_the_constructed_spot_leg(tmp_path, marketdata_dir)
     final = D(10000) + cash + sum(q * marks[sym] for sym, q in size.items())
     assert D(s["finalEquity"]) == final.quantize(D("0.01"))
     assert sum(D(r["total"]) for r in rows) == D(s["total"])
+
+
+def test_feed_options_give_clear_errors(tmp_path, marketdata_dir):
+    """Bad feed options exit 2 with a message naming the option, before any replay."""
+    base = hean_cmd() + ["backtest", "--policy", str(ROOT / "examples/riskpolicy.yaml"), "--data",
+                         str(marketdata_dir), "--no-plot", "--out", str(tmp_path / "o")]
+    cases = [
+        ([str(ROOT / "examples/backtest/funding-harvest-xrp.yaml"), "--funding", str(tmp_path / "f.feather")],
+         "--funding and --mark go together"),
+        ([str(ROOT / "examples/backtest/scalping-book.yaml"), "--book", str(tmp_path / "none.jsonl.zst")],
+         "--book: order-book capture"),
+        ([strategy_yaml(tmp_path, "basis_arbitrage", ["SOLUSDT"]), "--spot-leg", f"BTCUSDT={tmp_path / 'x.csv'}"],
+         "--spot-leg: BTCUSDT is not in spec.symbols"),
+        ([strategy_yaml(tmp_path, "basis_arbitrage", ["SOLUSDT"]), "--spot-leg", str(tmp_path / "x.csv")],
+         "--spot-leg: "),
+    ]
+    for args, message in cases:
+        r = subprocess.run(base + args, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2 and message in r.stderr, (args, r.stderr)
+    assert not (tmp_path / "o").exists()
