@@ -238,8 +238,8 @@ def test_safety_policy_backtest_keeps_the_ledger_consistent(tmp_path, marketdata
 
 
 # ---- the other feeds: order book, funding history, spot/perp pair (CLI path) -------------
-def run_cli(args: list[str], tmp_path: Path, marketdata_dir: Path) -> tuple[dict, list[dict]]:
-    out = tmp_path / "out"
+def run_cli(args: list[str], tmp_path: Path, marketdata_dir: Path, name: str = "out") -> tuple[dict, list[dict]]:
+    out = tmp_path / name
     r = subprocess.run(hean_cmd() + ["backtest", *args, "--policy", str(ROOT / "examples/riskpolicy.yaml"),
                                      "--data", str(marketdata_dir), "--no-plot", "--out", str(out)],
                        capture_output=True, text=True, timeout=600)
@@ -322,6 +322,11 @@ def test_funding_harvest_books_the_recorded_funding(tmp_path, marketdata_dir):
     assert sum(D(r["total"]) for r in rows) == D(s["total"])
     assert D(s["total"]) == D(s["realizedPnl"]) + D(s["funding"]) + D(s["rewards"]) - D(s["fees"]) - D(
         s["opportunityCost"])
+    # the same files given explicitly with --funding/--mark
+    s2, rows2 = run_cli([str(ROOT / "examples/backtest/funding-harvest-xrp.yaml"),
+                         "--funding", str(base / "XRP_USDT_USDT-8h-funding_rate.feather"),
+                         "--mark", str(base / "XRP_USDT_USDT-8h-mark.feather")], tmp_path, marketdata_dir, "explicit")
+    assert s2["feed"] == "funding" and s2["funding"] == s["funding"] and len(rows2) == len(rows)
 
 
 def test_basis_arbitrage_with_the_constructed_spot_leg(tmp_path, marketdata_dir):
@@ -360,6 +365,8 @@ def test_feed_options_give_clear_errors(tmp_path, marketdata_dir):
          "--spot-leg: BTCUSDT is not in spec.symbols"),
         ([strategy_yaml(tmp_path, "basis_arbitrage", ["SOLUSDT"]), "--spot-leg", str(tmp_path / "x.csv")],
          "--spot-leg: "),
+        ([str(ROOT / "examples/backtest/funding-harvest-xrp.yaml"), "--feed", "candles", "--funding", "f", "--mark",
+          "m"], "--funding needs --feed funding"),
     ]
     for args, message in cases:
         r = subprocess.run(base + args, capture_output=True, text=True, timeout=300)

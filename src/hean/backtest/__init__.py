@@ -611,6 +611,10 @@ def main(argv: list[str] | None = None, prog: str = "hean backtest") -> int:
         if not Path(data).is_dir():
             raise BacktestError(f"--data: market-data folder {data} does not exist")
         feed = args.feed
+        for flag, given, needs in (("--book", args.book, "book"), ("--funding", args.funding, "funding"),
+                                   ("--mark", args.mark, "funding"), ("--spot-leg", args.spot_leg, "basis")):
+            if given and feed not in ("auto", needs):
+                raise BacktestError(f"{flag} needs --feed {needs} (or auto), got --feed {feed}")
         if feed == "auto":
             feed = ("book" if args.book else "funding" if (args.funding or args.mark)
                     else "basis" if args.spot_leg else "auto")
