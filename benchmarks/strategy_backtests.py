@@ -20,6 +20,9 @@ Data (see ../shared/marketdata/README.md):
 Account: 10,000 USDT, maxLeverage 2, the RiskPolicy of examples/riskpolicy.yaml; paper
 fills at the next candle's open with 2 bps slippage and Bybit taker fees (book
 strategies: at the touch). Numbers are what they are: no parameter was tuned.
+The feeds (book frames, funding history, constructed spot leg) are those of
+``hean backtest`` (:mod:`hean.backtest.feeds`); ``hean backtest`` with the manifests of
+examples/backtest/ is the product path (docs/backtests.md).
 """
 
 from __future__ import annotations
@@ -27,17 +30,16 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from decimal import Decimal as D
 from pathlib import Path
 
 import numpy as np
 import yaml
 
-from hean.engine.book import OrderBook, iter_ws_capture, level_decimals
-from hean.marketdata import Bar, load_instruments, load_klines
+from hean.backtest import feeds
+from hean.backtest.feeds import dispatch
+from hean.marketdata import load_instruments, load_klines
 from hean.worker.config import RiskPolicySpec, StrategySpec
 from hean.worker.engine import Engine
-from hean.worker.strategies.scalping import book_top
 
 ROOT = Path(__file__).resolve().parents[1]
 SYMS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT")
@@ -78,83 +80,43 @@ def run_klines(strategy: str, klines, instruments, bars: int | None) -> dict:
     return summary(strategy, "1m klines, 4 symbols, 30 days", eng, curve, time.perf_counter() - t0)
 
 
+def _replay(eng: Engine, events) -> tuple[list[float], float]:
+    curve = []
+    t0 = time.perf_counter()
+    for ev in events:
+        dispatch(eng, ev)
+        curve.append(float(eng.equity()))
+    return curve, time.perf_counter() - t0
+
+
 def run_scalping_book(md: Path, instruments) -> dict:
     syms = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
     eng = make("scalping", syms, instruments)
-    frames = [m for m in iter_ws_capture(md / "bybit" / "ws" / "BYBIT.jsonl.zst", "orderbook.200.")
-              if m["topic"].split(".")[-1] in syms]
-    books = {}
-    for s in syms:
-        pd, sd = level_decimals(m for m in frames if m["topic"].endswith(s))
-        books[s] = OrderBook(max(pd, 1), max(sd, 1))
-    curve = []
-    t0 = time.perf_counter()
-    for m in frames:
-        s = m["topic"].split(".")[-1]
-        d = m["data"]
-        if books[s].apply(m["type"] == "snapshot", [tuple(x) for x in d["b"]], [tuple(x) for x in d["a"]],
-                          int(d["u"]), int(d.get("seq", 0)), int(m["ts"])) != "OK":
-            continue
-        top = book_top(books[s], int(m["ts"]), eng.spec.params.depthLevels)
-        if top is not None:
-            eng.on_book(s, top)
-            curve.append(float(eng.equity()))
-    return summary("scalping", "recorded order book, 3 symbols, ~45 s", eng, curve, time.perf_counter() - t0)
+    events = feeds.book_events(feeds.default_book_path(md), syms, eng.spec.params.depthLevels)
+    curve, secs = _replay(eng, events)
+    return summary("scalping", "recorded order book, 3 symbols, ~45 s", eng, curve, secs)
 
 
 def run_funding(md: Path, instruments, hedged: bool) -> dict:
-    import pyarrow.feather as feather
-    from datetime import timezone
-
-    base = md / "binance" / "futures"
-    fund = feather.read_table(base / "XRP_USDT_USDT-8h-funding_rate.feather").to_pydict()
-    mark = feather.read_table(base / "XRP_USDT_USDT-8h-mark.feather").to_pydict()
-    ms = lambda d: int(d.astimezone(timezone.utc).timestamp()) * 1000  # noqa: E731
-    rates = {ms(d): D(str(r)) for d, r in zip(fund["date"], fund["open"])}
     spec = StrategySpec.model_validate({"strategy": "funding_harvest", "symbols": ["XRPUSDT"], "capital": 10000,
                                         "maxLeverage": 2, "riskPolicyRef": {"name": "default"},
                                         "params": {"fundingHarvest": {"hedged": hedged}}})
     eng = Engine("bt-funding", spec, policy(), {"XRPUSDT": instruments[("linear", "XRPUSDT")],
                                                 "XRPUSDT.SPOT": instruments[("spot", "XRPUSDT")]})
-    curve = []
-    t0 = time.perf_counter()
-    for d, o, h, lo, c, v in zip(mark["date"], mark["open"], mark["high"], mark["low"], mark["close"], mark["volume"]):
-        b = Bar(ms(d), D(str(o)), D(str(h)), D(str(lo)), D(str(c)), D(str(v)))
-        if b.ts_ms in rates:
-            eng.on_funding("XRPUSDT", rates[b.ts_ms], b.ts_ms, b.ts_ms + 8 * 3_600_000)
-        eng.on_bar("XRPUSDT", b)
-        curve.append(float(eng.equity()))
+    curve, secs = _replay(eng, feeds.funding_events("XRPUSDT", *feeds.default_funding_paths(md, "XRPUSDT")))
     name = "funding_harvest" + (" (hedged: true)" if hedged else "")
-    return summary(name, "XRPUSDT 8h funding + mark, 30 days (Binance, 2021)", eng, curve, time.perf_counter() - t0)
-
-
-def constructed_spot(bars: list[Bar], tick: D) -> list[Bar]:
-    closes = np.array([float(b.close) for b in bars])
-    csum = np.concatenate([[0.0], np.cumsum(closes)])
-    out = []
-    for i, b in enumerate(bars):
-        lo = max(0, i - 239)
-        mean = (csum[i + 1] - csum[lo]) / (i + 1 - lo)
-        f = 1 - D(repr(round(float(0.1 * (closes[i] / mean - 1)), 6)))
-        out.append(Bar(b.ts_ms, (b.open * f).quantize(tick), (b.high * f).quantize(tick), (b.low * f).quantize(tick),
-                       (b.close * f).quantize(tick), b.volume))
-    return out
+    return summary(name, "XRPUSDT 8h funding + mark, 30 days (Binance, 2021)", eng, curve, secs)
 
 
 def run_basis(klines, instruments, bars: int | None) -> dict:
     extra = {f"{s}.SPOT": instruments[("spot", s)] for s in SYMS}
     eng = make("basis_arbitrage", SYMS, instruments, extra)
-    spot = {s: {b.ts_ms: b for b in constructed_spot(klines[s].bars[:bars], instruments[("spot", s)].tick_size)}
-            for s in SYMS}
-    rows = sorted(((b.ts_ms, s, b) for s in SYMS for b in klines[s].bars[:bars]), key=lambda t: (t[0], t[1]))
-    curve = []
-    t0 = time.perf_counter()
-    for ts, s, b in rows:
-        eng.on_leg_bar(s, "spot", spot[s][ts])
-        eng.on_bar(s, b)
-        curve.append(float(eng.equity()))
+    perp = [[feeds.Event(b.ts_ms, "bar", s, b) for b in klines[s].bars[:bars]] for s in SYMS]
+    legs = [feeds.leg_events(s, feeds.constructed_spot(klines[s].bars[:bars], instruments[("spot", s)].tick_size))
+            for s in SYMS]
+    curve, secs = _replay(eng, feeds.merge_events(*perp, *legs))
     return summary("basis_arbitrage", "CONSTRUCTED spot/perp pairs from the 1m klines, 4 symbols, 30 days", eng,
-                   curve, time.perf_counter() - t0)
+                   curve, secs)
 
 
 def main(argv=None) -> int:

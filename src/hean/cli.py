@@ -2,8 +2,10 @@
 
 Subcommands:
 
-* ``hean backtest MANIFEST... [--policy P] [--out DIR]``: replay a TradingStrategy
-  on recorded candles and write a report (:mod:`hean.backtest`, docs/backtests.md).
+* ``hean backtest MANIFEST... [--policy P] [--out DIR] [--feed ...]``: replay a
+  TradingStrategy on recorded data (candles, order-book frames, funding history or a
+  spot/perp pair, chosen from ``spec.strategy``) and write a report
+  (:mod:`hean.backtest`, docs/backtests.md).
 """
 
 from __future__ import annotations

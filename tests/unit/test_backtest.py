@@ -235,3 +235,140 @@ def test_safety_policy_backtest_keeps_the_ledger_consistent(tmp_path, marketdata
     final = D(10000) + cash + sum(q * marks[sym] for sym, q in size.items())
     assert D(s["finalEquity"]) == final.quantize(D("0.01"))
     assert sum(D(r["total"]) for r in rows) == D(s["total"])
+
+
+# ---- the other feeds: order book, funding history, spot/perp pair (CLI path) -------------
+def run_cli(args: list[str], tmp_path: Path, marketdata_dir: Path, name: str = "out") -> tuple[dict, list[dict]]:
+    out = tmp_path / name
+    r = subprocess.run(hean_cmd() + ["backtest", *args, "--policy", str(ROOT / "examples/riskpolicy.yaml"),
+                                     "--data", str(marketdata_dir), "--no-plot", "--out", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    return json.loads((out / "summary.json").read_text()), read_ledger(out)
+
+
+def strategy_yaml(tmp_path: Path, strategy: str, symbols: list[str]) -> str:
+    p = tmp_path / f"{strategy}.yaml"
+    p.write_text(STRATEGY.replace("strategy: impulse", f"strategy: {strategy}")
+                 .replace("[BTCUSDT, ETHUSDT]", "[" + ", ".join(symbols) + "]")
+                 .replace("{name: p}", "{name: default}"))
+    return str(p)
+
+
+def cash_and_sizes(rows: list[dict]) -> tuple[D, dict[str, D]]:
+    cash, size = D(0), {}
+    for r in rows:
+        if r["reason"] == "FUNDING":
+            continue
+        qty, px, fee = D(r["qty"]), D(r["price"]), D(r["fee"])
+        sign = 1 if r["side"] == "Buy" else -1
+        cash += -sign * qty * px - fee
+        size[r["symbol"]] = size.get(r["symbol"], D(0)) + sign * qty
+    return cash, size
+
+
+def test_scalping_replays_the_recorded_order_book(tmp_path, marketdata_dir):
+    """scalping defaults to the book feed; final equity is recomputed from the raw
+    fills and the last mid of a pure-Python reference book built from the raw frames."""
+    from hean.engine.book import ReferenceBook, iter_ws_capture, level_decimals
+
+    s, rows = run_cli([strategy_yaml(tmp_path, "scalping", ["ETHUSDT"])], tmp_path, marketdata_dir)
+    assert s["feed"] == "book" and s["candles"] == 0 and s["events"] > 100
+    assert s["fills"] == len(rows) > 0
+    frames = [m for m in iter_ws_capture(marketdata_dir / "bybit/ws/BYBIT.jsonl.zst", "orderbook.200.ETHUSDT")]
+    pd, sd = level_decimals(frames)
+    book, mid, times = ReferenceBook(max(pd, 1), max(sd, 1)), None, set()
+    for m in frames:
+        d = m["data"]
+        if book.apply(m["type"] == "snapshot", [tuple(x) for x in d["b"]], [tuple(x) for x in d["a"]],
+                      int(d["u"]), int(d.get("seq", 0)), int(m["ts"])) == "OK" and book.bids and book.asks:
+            mid = (D(max(book.bids)) + D(min(book.asks))).scaleb(-book.pd) / 2
+            times.add(int(m["ts"]))
+    assert all(int(r["ts_ms"]) in times for r in rows)  # every fill at a book frame's time
+    cash, size = cash_and_sizes(rows)
+    final = D(10000) + cash + sum(q * mid for q in size.values())
+    assert D(s["finalEquity"]) == final.quantize(D("0.01"))
+    assert sum(D(r["total"]) for r in rows) == D(s["total"])
+
+
+def test_funding_harvest_books_the_recorded_funding(tmp_path, marketdata_dir):
+    """funding_harvest defaults to the Binance XRPUSDT funding feed; the funding figure
+    is recomputed from the raw feather files: -sum(rate x position x mark) over the
+    settlements, position from the raw fills before each settlement, mark = close of
+    the 8-h mark candle ending at it. ledger.csv has one FUNDING row per settlement."""
+    import pyarrow.feather as feather
+
+    s, rows = run_cli([str(ROOT / "examples/backtest/funding-harvest-xrp.yaml")], tmp_path, marketdata_dir)
+    assert s["feed"] == "funding" and s["interval"] == "480"
+    base = marketdata_dir / "binance/futures"
+    fund = feather.read_table(base / "XRP_USDT_USDT-8h-funding_rate.feather").to_pydict()
+    mark = feather.read_table(base / "XRP_USDT_USDT-8h-mark.feather").to_pydict()
+    ms = [int(d.timestamp() * 1000) for d in mark["date"]]
+    close_at = {t + 8 * 3_600_000: D(str(c)) for t, c in zip(ms, mark["close"])}
+    fills = [r for r in rows if r["reason"] != "FUNDING" and r["symbol"] == "XRPUSDT"]
+    expected = {}
+    for d, rate in zip(fund["date"], fund["open"]):
+        t = int(d.timestamp()) * 1000  # settlement at the 8-h boundary (the files add a few ms)
+        pos = sum((D(r["qty"]) * (1 if r["side"] == "Buy" else -1) for r in fills if int(r["ts_ms"]) < t), D(0))
+        if pos != 0 and t in close_at:
+            expected[t] = -(pos * close_at[t] * D(str(rate)))
+    booked = {int(r["ts_ms"]): D(r["funding"]) for r in rows if r["reason"] == "FUNDING"}
+    assert len(expected) > 10 and booked.keys() == expected.keys()
+    for t, amount in expected.items():
+        assert abs(booked[t] - amount) < D("1e-9"), t
+    total_funding = sum(expected.values(), D(0))
+    assert total_funding != 0 and abs(D(s["funding"]) - total_funding) < D("1e-8")
+    assert sum(D(r["funding"]) for r in rows) == D(s["funding"])
+    assert sum(D(r["total"]) for r in rows) == D(s["total"])
+    assert D(s["total"]) == D(s["realizedPnl"]) + D(s["funding"]) + D(s["rewards"]) - D(s["fees"]) - D(
+        s["opportunityCost"])
+    # the same files given explicitly with --funding/--mark
+    s2, rows2 = run_cli([str(ROOT / "examples/backtest/funding-harvest-xrp.yaml"),
+                         "--funding", str(base / "XRP_USDT_USDT-8h-funding_rate.feather"),
+                         "--mark", str(base / "XRP_USDT_USDT-8h-mark.feather")], tmp_path, marketdata_dir, "explicit")
+    assert s2["feed"] == "funding" and s2["funding"] == s["funding"] and len(rows2) == len(rows)
+
+
+def test_basis_arbitrage_with_the_constructed_spot_leg(tmp_path, marketdata_dir):
+    """basis_arbitrage defaults to perpetual candles plus the CONSTRUCTED spot leg; the
+    spot marks are recomputed here from the raw candles (numpy rolling mean), and the
+    final equity from the raw fills of both legs."""
+    s, rows = run_cli([strategy_yaml(tmp_path, "basis_arbitrage", ["SOLUSDT"]), "--end", "2025-06-02T00:00:00Z"],
+                      tmp_path, marketdata_dir)
+    assert s["feed"] == "basis"
+    syms = {r["symbol"] for r in rows}
+    assert syms == {"SOLUSDT", "SOLUSDT.SPOT"}, syms
+    end_ms = int(datetime(2025, 6, 2, tzinfo=timezone.utc).timestamp() * 1000)
+    bars = [b for b in load_klines(marketdata_dir, "SOLUSDT", "1").bars if b.ts_ms < end_ms]
+    closes = np.array([float(b.close) for b in bars])
+    i = len(closes) - 1
+    mean = closes[max(0, i - 239): i + 1].mean()
+    tick = load_instruments(marketdata_dir)[("spot", "SOLUSDT")].tick_size
+    spot_mark = (bars[-1].close * (1 - D(repr(round(float(0.1 * (closes[i] / mean - 1)), 6))))).quantize(tick)
+    cash, size = cash_and_sizes(rows)
+    marks = {"SOLUSDT": bars[-1].close, "SOLUSDT.SPOT": spot_mark}
+    final = D(10000) + cash + sum(q * marks[sym] for sym, q in size.items())
+    assert D(s["finalEquity"]) == final.quantize(D("0.01"))
+    assert sum(D(r["total"]) for r in rows) == D(s["total"])
+
+
+def test_feed_options_give_clear_errors(tmp_path, marketdata_dir):
+    """Bad feed options exit 2 with a message naming the option, before any replay."""
+    base = hean_cmd() + ["backtest", "--policy", str(ROOT / "examples/riskpolicy.yaml"), "--data",
+                         str(marketdata_dir), "--no-plot", "--out", str(tmp_path / "o")]
+    cases = [
+        ([str(ROOT / "examples/backtest/funding-harvest-xrp.yaml"), "--funding", str(tmp_path / "f.feather")],
+         "--funding and --mark go together"),
+        ([str(ROOT / "examples/backtest/scalping-book.yaml"), "--book", str(tmp_path / "none.jsonl.zst")],
+         "--book: order-book capture"),
+        ([strategy_yaml(tmp_path, "basis_arbitrage", ["SOLUSDT"]), "--spot-leg", f"BTCUSDT={tmp_path / 'x.csv'}"],
+         "--spot-leg: BTCUSDT is not in spec.symbols"),
+        ([strategy_yaml(tmp_path, "basis_arbitrage", ["SOLUSDT"]), "--spot-leg", str(tmp_path / "x.csv")],
+         "--spot-leg: "),
+        ([str(ROOT / "examples/backtest/funding-harvest-xrp.yaml"), "--feed", "candles", "--funding", "f", "--mark",
+          "m"], "--funding needs --feed funding"),
+    ]
+    for args, message in cases:
+        r = subprocess.run(base + args, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2 and message in r.stderr, (args, r.stderr)
+    assert not (tmp_path / "o").exists()

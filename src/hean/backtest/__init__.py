@@ -1,17 +1,25 @@
-"""Backtests as a product feature: replay a TradingStrategy manifest on recorded candles.
+"""Backtests as a product feature: replay a TradingStrategy manifest on recorded data.
 
 ``hean backtest strategy.yaml [--policy policy.yaml] --out report/`` (or
 ``python -m hean.backtest ...``) builds the **same** engine object the live paper
 worker runs (:class:`hean.worker.engine.Engine`, whatever ``spec.strategy`` names),
-feeds it the recorded Bybit candles of ``spec.symbols`` in the worker's order
-(:func:`merge_bars`, also used by the worker's replay loop), and writes a report
-directory:
+feeds it the recorded data of ``spec.symbols`` that the strategy needs
+(:mod:`hean.backtest.feeds`; ``--feed`` overrides):
+
+* impulse, momentum, grid: Bybit candles (in the order of :func:`merge_bars`, also
+  used by the worker's replay loop);
+* scalping: recorded Bybit order-book frames (``--book FILE``);
+* funding_harvest: funding-rate history + mark-price candles (``--funding FILE --mark FILE``);
+* basis_arbitrage: the perpetual candles plus a spot leg (``--spot-leg constructed|FILE``);
+
+and writes a report directory:
 
 * ``summary.json`` / ``summary.md``: total return, max drawdown, Sharpe and Sortino,
   win rate, trade count, fees, funding, turnover, exposure, the truth-layer totals.
-* ``ledger.csv``: one row per fill (trade id = execution id, unique), with its
-  realized PnL, fee, funding, rewards, opportunity cost and truth-layer ``total``.
-* ``equity.csv``: equity (USDT) and drawdown (percent) after each candle time.
+* ``ledger.csv``: one row per fill (trade id = execution id, unique) and one per
+  funding settlement, with realized PnL, fee, funding, rewards, opportunity cost and
+  truth-layer ``total`` (column sums = the report's figures).
+* ``equity.csv``: equity (USDT) and drawdown (percent) after each event time.
 * ``equity.png``: equity curve and drawdown (matplotlib).
 
 Metric definitions (documented in docs/backtests.md):
@@ -40,6 +48,7 @@ import json
 import math
 import os
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -143,54 +152,148 @@ class BacktestResult:
     open_flags: list[bool] = field(default_factory=list)
     realized_by_fill: dict[str, Decimal] = field(default_factory=dict)
     bars: int = 0
+    events: int = 0
+    feed: str = "candles"
 
 
-def run_backtest(name: str, spec, policy, marketdata_dir: Path, start_ms: int | None = None,
-                 end_ms: int | None = None, progress: bool | None = None) -> BacktestResult:
-    """Replay ``spec`` (StrategySpec) under ``policy`` (RiskPolicySpec) on the recorded
-    candles under ``marketdata_dir``. ``progress``: a tqdm bar on stderr (None: only
-    when stderr is a terminal). Raises BacktestError for missing data."""
-    from hean.worker.ledger import Ledger
+@dataclass
+class FeedOptions:
+    """Which recorded data feeds the engine (``hean backtest`` options).
+
+    ``feed``: ``auto`` (from ``spec.strategy``, :data:`hean.backtest.feeds.DEFAULT_FEED`)
+    or one of ``candles``, ``book``, ``funding``, ``basis``. ``book``: order-book capture
+    (default ``<data>/bybit/ws/BYBIT.jsonl.zst``). ``funding``/``mark``: funding-rate and
+    mark-price feather files (default: the shared Binance history of the symbol).
+    ``spot_leg``: ``["constructed"]`` (default) or ``FILE`` (one symbol) / ``SYMBOL=FILE``
+    entries, spot candles in the klines CSV layout."""
+
+    feed: str = "auto"
+    book: Path | None = None
+    funding: Path | None = None
+    mark: Path | None = None
+    spot_leg: list[str] = field(default_factory=lambda: ["constructed"])
+
+
+def resolve_feed(spec, opts: FeedOptions) -> str:
+    """The feed name for ``spec`` under ``opts`` (raises BacktestError for a bad one)."""
+    from hean.backtest.feeds import DEFAULT_FEED, FEEDS
+
+    feed = DEFAULT_FEED.get(spec.strategy, "candles") if opts.feed == "auto" else opts.feed
+    if feed not in FEEDS:
+        raise BacktestError(f"--feed: {feed!r} is not one of auto, {', '.join(FEEDS)}")
+    if feed == "funding" and (opts.funding is None) != (opts.mark is None):
+        raise BacktestError("--funding and --mark go together (funding-rate file and mark-price file)")
+    if feed == "funding" and opts.funding is not None and len(spec.symbols) != 1:
+        raise BacktestError(f"--funding FILE: spec.symbols must name one symbol, got {list(spec.symbols)}")
+    return feed
+
+
+def build_events(spec, marketdata_dir: Path, feed: str, opts: FeedOptions, instruments: dict,
+                 dropped: Counter, start_ms: int | None, end_ms: int | None) -> list:
+    """The time-ordered :class:`hean.backtest.feeds.Event` list of ``feed`` for
+    ``spec.symbols`` clipped to ``[start_ms, end_ms)``. Adds the spot instruments
+    (``<SYMBOL>.SPOT``) a two-leg strategy needs to ``instruments``. Raises BacktestError."""
+    from hean.backtest import feeds as F
 
     interval = spec.marketData.replay.interval
     try:
-        inst_all = load_instruments(marketdata_dir)
-        instruments = {s: inst_all[(spec.category, s)] for s in spec.symbols}
+        if feed == "book":
+            ev = F.book_events(opts.book or F.default_book_path(marketdata_dir), spec.symbols,
+                               getattr(spec.params, "depthLevels", 5), dropped)
+            return F.clip(ev, start_ms, end_ms)
+        if feed == "funding":
+            streams = []
+            for s in spec.symbols:
+                fpath, mpath = (opts.funding, opts.mark) if opts.funding else F.default_funding_paths(marketdata_dir, s)
+                streams.append(F.funding_events(s, fpath, mpath, dropped))
+            return F.clip(F.merge_events(*streams), start_ms, end_ms)
         series = {s: load_klines(marketdata_dir, s, interval) for s in spec.symbols}
-    except KeyError as e:
-        raise BacktestError(f"no instrument info for {spec.category} symbol {e.args[0]} in {marketdata_dir}") from e
+        for s in series.values():
+            dropped.update(s.dropped)
+        bars = {s: [b for b in ks.bars if (start_ms is None or b.ts_ms >= start_ms)
+                    and (end_ms is None or b.ts_ms < end_ms)] for s, ks in series.items()}
+        perp = [[F.Event(b.ts_ms, "bar", s, b) for b in bs] for s, bs in bars.items()]
+        if feed == "candles":
+            return F.merge_events(*perp)
+        # basis: a spot leg per symbol
+        files = {}
+        for item in opts.spot_leg or ["constructed"]:
+            if item == "constructed":
+                continue
+            sym, _, path = item.rpartition("=")
+            if not sym:
+                if len(spec.symbols) != 1:
+                    raise BacktestError("--spot-leg FILE needs one symbol in spec.symbols; use SYMBOL=FILE")
+                sym = spec.symbols[0]
+            if sym not in spec.symbols:
+                raise BacktestError(f"--spot-leg: {sym} is not in spec.symbols {list(spec.symbols)}")
+            files[sym] = Path(path)
+        legs = []
+        for s, bs in bars.items():
+            spot = F.load_spot_csv(files[s], s, interval) if s in files else \
+                F.constructed_spot(bs, instruments[f"{s}.SPOT"].tick_size)
+            legs.append(F.leg_events(s, spot, {b.ts_ms for b in bs}))
+        return F.merge_events(*perp, *legs)
+    except F.FeedError as e:
+        raise BacktestError(str(e)) from e
     except (FileNotFoundError, ValueError) as e:
         raise BacktestError(str(e)) from e
+
+
+def run_backtest(name: str, spec, policy, marketdata_dir: Path, start_ms: int | None = None,
+                 end_ms: int | None = None, progress: bool | None = None,
+                 feed_options: FeedOptions | None = None) -> BacktestResult:
+    """Replay ``spec`` (StrategySpec) under ``policy`` (RiskPolicySpec) on the recorded
+    data under ``marketdata_dir``: candles, order-book frames, funding history or a
+    spot/perp pair, as :func:`resolve_feed` picks from ``spec.strategy`` and
+    ``feed_options``. ``progress``: a tqdm bar on stderr (None: only when stderr is a
+    terminal). Raises BacktestError for missing data or bad options."""
+    from hean.backtest.feeds import dispatch
+    from hean.worker.ledger import Ledger
+
+    opts = feed_options or FeedOptions()
+    feed = resolve_feed(spec, opts)
+    inst_all = load_instruments(marketdata_dir)
+    try:
+        instruments = {s: inst_all[(spec.category, s)] for s in spec.symbols}
+    except KeyError as e:
+        raise BacktestError(f"no instrument info for {spec.category} symbol {e.args[0]} in {marketdata_dir}") from e
+    if feed in ("basis", "funding") or spec.strategy in ("basis_arbitrage", "funding_harvest"):
+        for s in spec.symbols:
+            if ("spot", s) in inst_all:
+                instruments[f"{s}.SPOT"] = inst_all[("spot", s)]
+            elif feed == "basis":
+                raise BacktestError(f"no spot instrument info for {s} in {marketdata_dir} (basis feed)")
     if start_ms is None and spec.marketData.replay.start is not None:
         start_ms = int(spec.marketData.replay.start.timestamp() * 1000)
-    merged = merge_bars(series, start_ms, end_ms)
-    if not merged:
-        raise BacktestError("no candles in the selected time range")
+    dropped: Counter = Counter()
+    events = build_events(spec, marketdata_dir, feed, opts, instruments, dropped, start_ms, end_ms)
+    if not events:
+        raise BacktestError(f"no {feed} data in the selected time range")
     engine = make_engine(name, spec, policy, instruments)
-    for s in series.values():
-        for reason, n in s.dropped.items():
-            engine.dropped[reason] += n
+    for reason, n in dropped.items():
+        engine.dropped[reason] += n
     res = BacktestResult(name, spec, policy, engine)
+    res.feed = feed
     # Realized PnL per fill: replay each new fill into a shadow ledger (the engine's
     # own ledger only keeps totals).
     shadow = Ledger(capital=spec.capital)
     if progress is None:
         progress = sys.stderr.isatty()
-    bar_iter = merged
     pbar = None
     if progress:
         from tqdm import tqdm
 
-        pbar = tqdm(total=len(merged), unit="candle", desc=f"backtest {name}", file=sys.stderr,
-                    mininterval=0.5)
+        pbar = tqdm(total=len(events), unit="candle" if feed == "candles" else "event", desc=f"backtest {name}",
+                    file=sys.stderr, mininterval=0.5)
     ledger = engine.ledger
     seen = 0
     last_ts = None
-    for i, (ts, sym, bar) in enumerate(bar_iter):
-        if last_ts is not None and ts != last_ts:
+    for i, ev in enumerate(events):
+        if last_ts is not None and ev.ts_ms != last_ts:
             _sample(res, engine, last_ts)
-        engine.on_bar(sym, bar)
-        last_ts = ts
+        dispatch(engine, ev)
+        last_ts = ev.ts_ms
         if len(ledger.fills) != seen:
             for f in ledger.fills[seen:]:
                 res.realized_by_fill[f.exec_id] = shadow.apply(f)
@@ -199,10 +302,11 @@ def run_backtest(name: str, spec, policy, marketdata_dir: Path, start_ms: int | 
             pbar.update(4096)
     _sample(res, engine, last_ts)
     if pbar is not None:
-        pbar.update(len(merged) - pbar.n)
+        pbar.update(len(events) - pbar.n)
         pbar.close()
     engine.finish()
-    res.bars = len(merged)
+    res.bars = sum(1 for ev in events if ev.kind == "bar")
+    res.events = len(events)
     ledger.check()
     return res
 
@@ -269,10 +373,13 @@ def summarize(res: BacktestResult) -> dict:
         "strategyType": spec.strategy,
         "symbols": list(spec.symbols),
         "category": spec.category,
-        "interval": spec.marketData.replay.interval,
+        "feed": res.feed,
+        "interval": {"candles": spec.marketData.replay.interval, "basis": spec.marketData.replay.interval,
+                     "funding": "480", "book": None}[res.feed],
         "from": first.strftime("%Y-%m-%dT%H:%M:%SZ") if first else None,
         "to": last.strftime("%Y-%m-%dT%H:%M:%SZ") if last else None,
         "candles": res.bars,
+        "events": res.events,
         "capital": str(led.capital),
         "finalEquity": str(final.quantize(q)),
         "totalReturnPercent": float((final / led.capital - 1) * 100),
@@ -311,22 +418,38 @@ LEDGER_COLUMNS = ["trade_id", "order_link_id", "time", "ts_ms", "symbol", "side"
 
 
 def write_ledger(res: BacktestResult, path: Path) -> None:
-    """``ledger.csv``: one row per fill; ``total = realized_pnl + funding + rewards -
-    fee - opportunity_cost`` on every row (funding, rewards and opportunity cost are
-    booked on their own rows if the ledger ever books them; the paper engine has none)."""
+    """``ledger.csv``: one row per fill and one row per funding settlement (trade id
+    ``funding-<SYMBOL>-<ts_ms>``, reason ``FUNDING``, ``funding`` = the amount received
+    (> 0) or paid (< 0) USDT); ``total = realized_pnl + funding + rewards - fee -
+    opportunity_cost`` on every row, so the column sums equal the report's figures.
+    Rewards and opportunity cost (none in the paper engine) would get one adjustment row."""
     led = res.engine.ledger
+    rows = []
+    for f in led.fills:
+        realized = res.realized_by_fill[f.exec_id]
+        rows.append((f.ts_ms, 1, [f.exec_id, f.order_link_id, _iso(f.ts_ms), f.ts_ms, f.symbol, f.side, f.qty,
+                                  f.price, f.qty * f.price, f.liquidity, f.reason, realized, ZERO, ZERO, f.fee, ZERO,
+                                  realized - f.fee]))
+    booked = ZERO
+    for ts, sym, rate, amount in getattr(res.engine, "funding_events", []):
+        booked += amount
+        rows.append((ts, 0, [f"funding-{sym}-{ts}", "", _iso(ts), ts, sym, "", "", "", "", "", "FUNDING",
+                             ZERO, amount, ZERO, ZERO, ZERO, amount]))
+    rows.sort(key=lambda r: (r[0], r[1]))
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(LEDGER_COLUMNS)
-        for f in led.fills:
-            realized = res.realized_by_fill[f.exec_id]
-            t = datetime.fromtimestamp(f.ts_ms / 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-            w.writerow([f.exec_id, f.order_link_id, t, f.ts_ms, f.symbol, f.side, f.qty, f.price, f.qty * f.price,
-                        f.liquidity, f.reason, realized, ZERO, ZERO, f.fee, ZERO, realized - f.fee])
-        if led.funding or led.rewards or led.opportunity_cost:
+        for _, _, row in rows:
+            w.writerow(row)
+        rest = led.funding - booked
+        if rest or led.rewards or led.opportunity_cost:
             w.writerow(["account-adjustments", "", "", "", "", "", "", "", "", "", "FUNDING_REWARDS_OPPORTUNITY",
-                        ZERO, led.funding, led.rewards, ZERO, led.opportunity_cost,
-                        led.funding + led.rewards - led.opportunity_cost])
+                        ZERO, rest, led.rewards, ZERO, led.opportunity_cost,
+                        rest + led.rewards - led.opportunity_cost])
+
+
+def _iso(ts_ms: int) -> str:
+    return datetime.fromtimestamp(ts_ms / 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def write_equity(res: BacktestResult, path: Path) -> None:
@@ -362,7 +485,7 @@ def plot_equity(res: BacktestResult, summary: dict, path: Path) -> None:
     ax1.set_ylabel("equity (USDT)")
     sh = summary["sharpe"]
     ax1.set_title(f"{summary['strategy']} ({summary['strategyType']}) on {', '.join(summary['symbols'])}, "
-                  f"{summary['interval']}m candles\nreturn {summary['totalReturnPercent']:.2f} %, "
+                  f"{summary['feed']} feed\nreturn {summary['totalReturnPercent']:.2f} %, "
                   f"max drawdown {summary['maxDrawdownPercent']:.2f} %, "
                   f"Sharpe {'n/a' if sh is None else f'{sh:.2f}'}, trades {summary['trades']}", fontsize=10)
     colors = {api.RISK_SOFT_BRAKE: "#ff7f0e", api.RISK_QUARANTINE: "#9467bd", api.RISK_HARD_STOP: "#d62728"}
@@ -405,7 +528,7 @@ def write_report(res: BacktestResult, out: Path, plot: bool = True) -> dict:
         plot_equity(res, summary, out / "equity.png")
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     rows = [f"| {k} | {_fmt(summary[k])} |" for k in (
-        "strategyType", "symbols", "interval", "from", "to", "candles", "capital", "finalEquity",
+        "strategyType", "symbols", "feed", "interval", "from", "to", "candles", "events", "capital", "finalEquity",
         "totalReturnPercent", "maxDrawdownPercent", "sharpe", "sortino", "trades", "winRate", "fills", "fees",
         "funding", "realizedPnl", "total", "unrealizedPnl", "turnoverUsdt", "turnoverRatio", "exposure",
         "averageLeverage", "riskState")]
@@ -434,7 +557,8 @@ def build_parser(prog: str = "hean backtest"):
     import argparse
 
     p = argparse.ArgumentParser(prog=prog, description="Replay a TradingStrategy manifest on recorded "
-                                "Bybit candles and write a report directory.")
+                                "data (candles, order book, funding history or a spot/perp pair, chosen "
+                                "from spec.strategy) and write a report directory.")
     p.add_argument("manifests", nargs="+", type=Path, help="YAML file(s) with one TradingStrategy "
                    "(and optionally its RiskPolicy)")
     p.add_argument("--policy", type=Path, action="append", default=[], help="RiskPolicy manifest")
@@ -448,6 +572,19 @@ def build_parser(prog: str = "hean backtest"):
                    help="override spec.marketData.replay.interval (minutes)")
     p.add_argument("--symbols", default=None, help="comma-separated symbols overriding spec.symbols")
     p.add_argument("--no-plot", action="store_true", help="skip equity.png")
+    p.add_argument("--feed", choices=["auto", "candles", "book", "funding", "basis"], default="auto",
+                   help="what to replay (default auto: scalping -> book, funding_harvest -> funding, "
+                   "basis_arbitrage -> basis, the others -> candles)")
+    p.add_argument("--book", type=Path, default=None, help="order-book capture, zstd JSON lines of Bybit "
+                   "orderbook.200 frames (default: <data>/bybit/ws/BYBIT.jsonl.zst); implies --feed book")
+    p.add_argument("--funding", type=Path, default=None, help="funding-rate feather file (rate in column "
+                   "open; default: <data>/binance/futures/<BASE>_USDT_USDT-8h-funding_rate.feather); "
+                   "needs --mark; implies --feed funding")
+    p.add_argument("--mark", type=Path, default=None, help="mark-price candle feather file "
+                   "(default: <data>/binance/futures/<BASE>_USDT_USDT-8h-mark.feather)")
+    p.add_argument("--spot-leg", action="append", default=None, metavar="constructed|FILE|SYMBOL=FILE",
+                   help="spot leg of basis_arbitrage: constructed from the perpetual candles (default, see "
+                   "docs/backtests.md) or a CSV with the klines header; implies --feed basis")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show progress")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress")
@@ -473,12 +610,25 @@ def main(argv: list[str] | None = None, prog: str = "hean backtest") -> int:
         data = args.data or Path(os.environ.get("HEAN_MARKETDATA_DIR") or Path("..") / "shared" / "marketdata")
         if not Path(data).is_dir():
             raise BacktestError(f"--data: market-data folder {data} does not exist")
+        feed = args.feed
+        for flag, given, needs in (("--book", args.book, "book"), ("--funding", args.funding, "funding"),
+                                   ("--mark", args.mark, "funding"), ("--spot-leg", args.spot_leg, "basis")):
+            if given and feed not in ("auto", needs):
+                raise BacktestError(f"{flag} needs --feed {needs} (or auto), got --feed {feed}")
+        if feed == "auto":
+            feed = ("book" if args.book else "funding" if (args.funding or args.mark)
+                    else "basis" if args.spot_leg else "auto")
+        opts = FeedOptions(feed=feed, book=args.book, funding=args.funding, mark=args.mark,
+                           spot_leg=args.spot_leg or ["constructed"])
         res = run_backtest(name, spec, policy, Path(data), _parse_time(args.start, "--start"),
-                           _parse_time(args.end, "--end"), args.progress)
+                           _parse_time(args.end, "--end"), args.progress, opts)
         summary = write_report(res, args.out, plot=not args.no_plot)
     except BacktestError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"{name}: return {summary['totalReturnPercent']:.2f} %, max drawdown {summary['maxDrawdownPercent']:.2f} %, "
-          f"trades {summary['trades']}, fees {Decimal(summary['fees']).quantize(Decimal('0.01'))} USDT -> {args.out}")
+    sh = summary["sharpe"]
+    print(f"{name} ({summary['feed']} feed): return {summary['totalReturnPercent']:.2f} %, "
+          f"max drawdown {summary['maxDrawdownPercent']:.2f} %, Sharpe {'n/a' if sh is None else f'{sh:.2f}'}, "
+          f"trades {summary['trades']}, fees {Decimal(summary['fees']).quantize(Decimal('0.01'))} USDT, "
+          f"funding {Decimal(summary['funding']).quantize(Decimal('0.01'))} USDT -> {args.out}")
     return 0
