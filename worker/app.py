@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import itertools
+from collections import deque
 import logging
 import signal
 import time
+from collections import Counter
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -32,7 +35,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hean import api
 from hean.kube import Informer, load_config, now_rfc3339, patch_status, post_event
-from hean.marketdata import load_instruments, load_klines
+from hean.marketdata import KlineStream, load_instruments
 
 from .config import (
     RiskPolicySpec,
@@ -80,6 +83,13 @@ class WorkerSettings(BaseSettings):
     bybit_dcp_seconds: int = 0  # exchange-side dead-man switch window, 10..300; 0 = off
 
 
+def _tagged(symbol: str, bars, start_ms: int | None):
+    """``(ts_ms, symbol, bar)`` for each bar at or after ``start_ms`` (merge keys)."""
+    for b in bars:
+        if start_ms is None or b.ts_ms >= start_ms:
+            yield b.ts_ms, symbol, b
+
+
 def structural(spec: dict) -> dict:
     """The spec fields whose change needs a new worker (the operator replaces the pod)."""
     return {k: spec.get(k) for k in STRUCTURAL_FIELDS}
@@ -110,6 +120,11 @@ class Worker:
         self.last_status_write = 0.0  # unix seconds of the last successful status patch
         self.quarantined_symbols: set[str] = set()
         self.quarantine_changed_at: float | None = None  # unix seconds, for latency measurements
+        self.risk_state_changed_at: float | None = None  # unix seconds of the last risk-state transition
+        # Status freshness: unix time of the oldest change (candle, risk transition) not yet
+        # in a status write, and the age of the figures at each write (seconds).
+        self.dirty_since: float | None = None
+        self.status_ages: deque = deque(maxlen=200)
         self.spec_applied_generation: int | None = None  # metadata.generation the engine runs on
         self.spec_applied_at: float | None = None  # unix seconds it was applied
         self.started = time.time()
@@ -217,6 +232,9 @@ class Worker:
             return
         while self.engine.risk_events:
             old, new, reasons = self.engine.risk_events.pop(0)
+            self.risk_state_changed_at = time.time()
+            if self.dirty_since is None:
+                self.dirty_since = self.risk_state_changed_at
             dd = self.engine.drawdown_percent().quantize(Decimal("0.01"))
             msg = f"risk state {old} -> {new} ({', '.join(reasons) or 'limits clear'}); drawdown {dd}%"
             log.warning(msg)
@@ -229,7 +247,9 @@ class Worker:
         missing = [s for s in spec.symbols if s not in instruments]
         if missing:
             raise FileNotFoundError(f"no instrument info for {spec.category} symbols {missing}")
-        series = {s: load_klines(self.settings.marketdata_dir, s, spec.marketData.replay.interval) for s in spec.symbols}
+        # Lazy: only the first/last rows are read now; candles are parsed as the replay
+        # consumes them (a worker is Ready without parsing a month of candles).
+        series = {s: KlineStream(self.settings.marketdata_dir, s, spec.marketData.replay.interval) for s in spec.symbols}
         return instruments, series
 
     async def _build_engine(self) -> tuple[Engine, dict]:
@@ -341,26 +361,29 @@ class Worker:
             self._engine_ready.set()
             await self.run_live(engine)
             return
-        for name, s in series.items():
-            for reason, n in s.dropped.items():
-                engine.dropped[reason] += n
         self._apply_strategy(self.strategy_obj)
         self.ready = True
         self._engine_ready.set()
         spec = engine.spec.marketData.replay
         start_ms = int(spec.start.timestamp() * 1000) if spec.start else None
-        streams = [[(b.ts_ms, sym, b) for b in s.bars if start_ms is None or b.ts_ms >= start_ms] for sym, s in series.items()]
+        passes = 0
         while True:
-            merged = list(heapq.merge(*streams, key=lambda t: (t[0], t[1])))
-            if not merged:
+            # Malformed rows are counted once (first pass), as they are reached.
+            dropped = engine.dropped if passes == 0 else Counter()
+            passes += 1
+            streams = [_tagged(sym, s.bars(dropped), start_ms) for sym, s in series.items()]
+            merged = heapq.merge(*streams, key=lambda t: (t[0], t[1]))
+            first = next(merged, None)
+            if first is None:
                 self.data_error = "no candles at or after spec.marketData.replay.start"
                 self.replay_done = True
                 engine.finish()
                 return
-            self.first_ms, self.last_ms = merged[0][0], merged[-1][0]
+            self.first_ms = first[0]
+            self.last_ms = max([first[0]] + [s.last_ms for s in series.values() if s.last_ms is not None])
             loop = asyncio.get_running_loop()
             t0 = loop.time()
-            for i, (ts, sym, bar) in enumerate(merged):
+            for i, (ts, sym, bar) in enumerate(itertools.chain([first], merged)):
                 target = t0 + (ts - self.first_ms) / 1000.0 / engine.spec.marketData.replay.speed
                 delay = target - loop.time()
                 if delay > 0:
@@ -368,6 +391,8 @@ class Worker:
                 elif i % 64 == 0:
                     await asyncio.sleep(0)
                 engine.on_bar(sym, bar)
+                if self.dirty_since is None:
+                    self.dirty_since = time.time()
                 self.cursor_ms = ts
                 self.events_total += 1
                 if engine.risk_events:
@@ -443,6 +468,7 @@ class Worker:
         Failures are counted and retried next interval."""
         last_sent: dict | None = None
         while True:
+            since, self.dirty_since = self.dirty_since, None
             status = self.runtime_status()
             figures = {k: v for k, v in status.items() if k != "lastHeartbeat"}
             if figures == last_sent and time.time() - self.last_status_write < HEARTBEAT_SECONDS:
@@ -454,8 +480,12 @@ class Worker:
                 self.status_patches += 1
                 self.last_heartbeat = status["lastHeartbeat"]
                 self.last_status_write = time.time()
+                if since is not None and figures != last_sent:
+                    self.status_ages.append(self.last_status_write - since)
                 last_sent = figures
             except Exception as e:  # noqa: BLE001 - keep trading; retry next interval
+                if since is not None and (self.dirty_since is None or since < self.dirty_since):
+                    self.dirty_since = since  # still unwritten
                 self.status_errors += 1
                 log.warning("status patch failed: %r", e)
             await asyncio.sleep(self.settings.status_interval)
