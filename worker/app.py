@@ -121,6 +121,10 @@ class Worker:
         self.quarantined_symbols: set[str] = set()
         self.quarantine_changed_at: float | None = None  # unix seconds, for latency measurements
         self.risk_state_changed_at: float | None = None  # unix seconds of the last risk-state transition
+        # Wall-clock time HARD_STOP was entered: the clear annotation (a human's wall-clock
+        # time) must be later than this. The engine's own stop time is on the data clock,
+        # which in a replay is in the past, so a stale annotation would clear every stop.
+        self.hard_stop_wall_at: datetime | None = None
         # Status freshness: unix time of the oldest change (candle, risk transition) not yet
         # in a status write, and the age of the figures at each write (seconds).
         self.dirty_since: float | None = None
@@ -169,7 +173,9 @@ class Worker:
             except ValueError:
                 log.warning("annotation %s is not an RFC 3339 time: %r", api.ANNOTATION_CLEAR_HARD_STOP, clear)
                 at = None
-            if at is not None and self.engine.clear_hard_stop(at):
+            if (at is not None and self.hard_stop_wall_at is not None and at > self.hard_stop_wall_at
+                    and self.engine.clear_hard_stop(at)):
+                self.hard_stop_wall_at = None
                 self._post(obj, "HardStopCleared", f"HARD_STOP cleared by annotation {api.ANNOTATION_CLEAR_HARD_STOP}={clear}")
         self._apply_policy()
         self._apply_quarantines()
@@ -233,6 +239,8 @@ class Worker:
         while self.engine.risk_events:
             old, new, reasons = self.engine.risk_events.pop(0)
             self.risk_state_changed_at = time.time()
+            if new == api.RISK_HARD_STOP:
+                self.hard_stop_wall_at = datetime.fromtimestamp(self.risk_state_changed_at, timezone.utc)
             if self.dirty_since is None:
                 self.dirty_since = self.risk_state_changed_at
             dd = self.engine.drawdown_percent().quantize(Decimal("0.01"))
