@@ -353,6 +353,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None
     the shared state and the single resync task.
     """
     settings.posting.level = logging.WARNING
+    # kopf logs "Handler ... succeeded" at INFO for every watch event: one line per
+    # worker status write (hundreds per second at scale). Warnings and errors stay.
+    logging.getLogger("kopf.objects").setLevel(max(logging.WARNING, logging.getLogger().level))
     settings.peering.standalone = True
     settings.watching.server_timeout = 240
     settings.watching.client_timeout = 300

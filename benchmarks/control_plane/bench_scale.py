@@ -283,6 +283,7 @@ def main() -> int:
     ap.add_argument("--zygote", action="store_true", help="node agent forks workers from a pre-imported interpreter")
     ap.add_argument("--window", type=float, default=60.0, help="seconds of each steady-state measurement")
     ap.add_argument("--restart-trials", type=int, default=2)
+    ap.add_argument("--status-interval", type=float, default=1.0, help="helm worker.statusInterval (seconds)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/control_plane/results-scale.json"))
     args = ap.parse_args()
 
@@ -294,13 +295,13 @@ def main() -> int:
     res: dict = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": {
         "cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "strategies": args.strategies,
-        "idle": args.idle, "speed": args.speed, "zygote": args.zygote, "load_avg_start": load()}
+        "idle": args.idle, "speed": args.speed, "zygote": args.zygote, "status_interval": args.status_interval, "load_avg_start": load()}
     with ControlPlane() as cp, NodeAgent(cp.kubeconfig, workdir=cp.workdir / "agent",
                                          zygote=["hean.worker"] if args.zygote else [],
                                          namespaces=[OPERATOR_NAMESPACE, ns]) as agent:
         if agent._zygote is not None:
             agent._zygote.wait_ready(120)
-        install(cp.helm, default_marketdata_dir(root))
+        install(cp.helm, default_marketdata_dir(root), extra=["--set", f"worker.statusInterval={args.status_interval:g}"])
         cl = Cluster(cp.kubeconfig)
         for n in (ns, ns_idle):
             cp.kubectl("create", "namespace", n)
