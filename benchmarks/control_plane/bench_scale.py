@@ -88,6 +88,36 @@ def mem_mib(pid: int) -> dict:
     return out
 
 
+def smaps(pid: int) -> dict:
+    """Rss, Pss and private (clean + dirty) memory of ``pid`` in MiB (/proc/<pid>/smaps_rollup)."""
+    out = {"Rss": 0.0, "Pss": 0.0, "Private": 0.0}
+    for line in open(f"/proc/{pid}/smaps_rollup"):
+        k, _, rest = line.partition(":")
+        if k in ("Rss", "Pss"):
+            out[k] += int(rest.split()[0]) / 1024
+        elif k in ("Private_Clean", "Private_Dirty"):
+            out["Private"] += int(rest.split()[0]) / 1024
+    return out
+
+
+def worker_memory(cl: "Cluster", agent, ns: str) -> dict:
+    """Per-worker memory (median, MiB) and the fleet's sums (Pss counts shared pages once)."""
+    rows = []
+    for p in cl.pods(ns):
+        pid = agent.container_pid(ns, p.metadata.name, "worker")
+        if pid:
+            try:
+                rows.append(smaps(pid))
+            except OSError:
+                pass
+    if not rows:
+        return {}
+    med = lambda k: round(sorted(r[k] for r in rows)[len(rows) // 2], 1)  # noqa: E731
+    return {"workers": len(rows), "median_rss_mib": med("Rss"), "median_pss_mib": med("Pss"),
+            "median_private_mib": med("Private"), "sum_pss_mib": round(sum(r["Pss"] for r in rows)),
+            "sum_rss_mib": round(sum(r["Rss"] for r in rows))}
+
+
 def apiserver_metrics(cp) -> dict:
     """``apiserver_request_total`` summed by ``verb resource[/subresource]`` and
     ``apiserver_longrunning_requests`` (open watches) by resource."""
@@ -330,6 +360,7 @@ def main() -> int:
         time.sleep(10)
         res["steady_n"] = steady(cp, cl, agent, args.window, ns)
         res["freshness_n"] = freshness(cl, ns)
+        res["worker_memory_n"] = worker_memory(cl, agent, ns)
         print(json.dumps({"steady_n": res["steady_n"], "freshness_n": res["freshness_n"]}, indent=1), flush=True)
         if args.idle:
             pid = operator_pid(cl, agent)
