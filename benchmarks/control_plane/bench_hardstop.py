@@ -47,7 +47,7 @@ import httpx
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_scale import Cluster, dist, load, wait  # noqa: E402
+from bench_scale import Cluster, dist, freshness, load, steady, wait  # noqa: E402
 
 from hean.deploy import default_marketdata_dir, install, repo_root  # noqa: E402
 
@@ -145,6 +145,7 @@ def main() -> int:
     ap.add_argument("--speed", type=float, default=30.0)
     ap.add_argument("--poll", type=float, default=0.05)
     ap.add_argument("--zygote", action="store_true")
+    ap.add_argument("--window", type=float, default=30.0, help="seconds of the busy steady-state measurement")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/control_plane/results-hardstop.json"))
     args = ap.parse_args()
 
@@ -167,9 +168,14 @@ def main() -> int:
         wait(lambda: cp.kubectl("get", "sa", "default", "-n", ns, check=False).returncode == 0, 60, "default sa", 0.2)
         t0 = time.perf_counter()
         cp.kubectl("apply", "-f", "-", input=manifests(args.strategies, ns, args.speed), timeout=300)
-        wait(lambda: cl.ready(ns) >= args.strategies, 900, "all Ready")
+        wait(lambda: cl.ready(ns) >= args.strategies, 900, "all Ready", 0.5)
         res["ready_seconds"] = round(time.perf_counter() - t0, 2)
         ips = [p.status.pod_ip for p in cl.pods(ns)]
+        # busy workers (a candle per symbol every 2 s): status writes, freshness, operator load
+        time.sleep(10)
+        res["steady_busy"] = steady(cp, cl, agent, args.window, ns)
+        res["freshness_busy"] = freshness(cl, ns)
+        print(json.dumps({"steady_busy": res["steady_busy"], "freshness_busy": res["freshness_busy"]}), flush=True)
         trials = []
         for i in range(args.trials):
             r = asyncio.run(trial(cp, cl, ns, ips, args.poll))
