@@ -137,6 +137,7 @@ class Worker:
         self.quarantines = None
         self._policy_name: str | None = None
         self._engine_ready = asyncio.Event()
+        self._status_wake = asyncio.Event()  # a risk-state change waits to be written: write now
         self.exchange = None   # hean.worker.bybit.runtime.ExchangeRuntime (testnet/demo/live)
         self.live_data = None  # hean.worker.bybit.runtime.LiveData (marketData.source live)
         self.instruments_doc: dict | None = None
@@ -239,6 +240,7 @@ class Worker:
         while self.engine.risk_events:
             old, new, reasons = self.engine.risk_events.pop(0)
             self.risk_state_changed_at = time.time()
+            self._status_wake.set()
             if new == api.RISK_HARD_STOP:
                 self.hard_stop_wall_at = datetime.fromtimestamp(self.risk_state_changed_at, timezone.utc)
             if self.dirty_since is None:
@@ -476,11 +478,12 @@ class Worker:
         Failures are counted and retried next interval."""
         last_sent: dict | None = None
         while True:
+            self._status_wake.clear()  # a transition from now on wakes the next pause
             since, self.dirty_since = self.dirty_since, None
             status = self.runtime_status()
             figures = {k: v for k, v in status.items() if k != "lastHeartbeat"}
             if figures == last_sent and time.time() - self.last_status_write < HEARTBEAT_SECONDS:
-                await asyncio.sleep(self.settings.status_interval)
+                await self._status_pause()
                 continue
             try:
                 await patch_status(self.api_client, api.STRATEGY_PLURAL, self.settings.namespace,
@@ -496,7 +499,16 @@ class Worker:
                     self.dirty_since = since  # still unwritten
                 self.status_errors += 1
                 log.warning("status patch failed: %r", e)
-            await asyncio.sleep(self.settings.status_interval)
+            await self._status_pause()
+
+    async def _status_pause(self) -> None:
+        """Wait one status interval, or less when a risk-state change is waiting to be
+        written (HARD_STOP, SOFT_BRAKE, QUARANTINE reach ``status`` at once; still at
+        most one extra write per transition, so writes stay bounded)."""
+        try:
+            await asyncio.wait_for(self._status_wake.wait(), self.settings.status_interval)
+        except asyncio.TimeoutError:
+            pass
 
     async def quarantine_clock(self) -> None:
         """Re-evaluate quarantine expiry every 0.25 s (expiry is wall-clock time)."""
