@@ -322,6 +322,8 @@ def main() -> int:
     ap.add_argument("--zygote", action="store_true", help="node agent forks workers from a pre-imported interpreter")
     ap.add_argument("--window", type=float, default=60.0, help="seconds of each steady-state measurement")
     ap.add_argument("--restart-trials", type=int, default=2)
+    ap.add_argument("--apply-parallel", type=int, default=1,
+                    help="split the strategies over this many concurrent kubectl apply processes (default one)")
     ap.add_argument("--status-interval", type=float, default=1.0, help="helm worker.statusInterval (seconds)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/control_plane/results-scale.json"))
     args = ap.parse_args()
@@ -334,7 +336,7 @@ def main() -> int:
     res: dict = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "machine": {
         "cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "strategies": args.strategies,
-        "idle": args.idle, "speed": args.speed, "zygote": args.zygote, "status_interval": args.status_interval, "load_avg_start": load()}
+        "idle": args.idle, "speed": args.speed, "apply_parallel": args.apply_parallel, "zygote": args.zygote, "status_interval": args.status_interval, "load_avg_start": load()}
     with ControlPlane() as cp, NodeAgent(cp.kubeconfig, workdir=cp.workdir / "agent",
                                          zygote=["hean.worker"] if args.zygote else [],
                                          namespaces=[OPERATOR_NAMESPACE, ns]) as agent:
@@ -352,7 +354,18 @@ def main() -> int:
         sampler.start()
         a0, c0 = apiserver_metrics(cp), cpu_seconds(pid)
         t0 = time.perf_counter()
-        cp.kubectl("apply", "-f", "-", input=manifests(args.strategies, ns, args.speed), timeout=600)
+        if args.apply_parallel <= 1:
+            cp.kubectl("apply", "-f", "-", input=manifests(args.strategies, ns, args.speed), timeout=600)
+        else:  # K kubectl processes at once, each with a slice of the strategies
+            from concurrent.futures import ThreadPoolExecutor
+
+            k, n = args.apply_parallel, args.strategies
+            docs = list(yaml.safe_load_all(manifests(n, ns, args.speed)))
+            cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(docs[0]))  # the RiskPolicy first
+            chunks = [docs[1:][i::k] for i in range(k)]
+            with ThreadPoolExecutor(k) as pool:
+                list(pool.map(lambda c: cp.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(c), timeout=600),
+                              chunks))
         t_applied = time.perf_counter() - t0
         wait(lambda: len(cl.pods(ns)) >= args.strategies, 900, "all pods", 0.5)
         t_pods = time.perf_counter() - t0
