@@ -33,6 +33,11 @@ from . import reconcile as rc
 
 log = logging.getLogger("hean.operator")
 RESYNC_SECONDS = 1.0
+# Every strategy is re-reconciled by the timer once per STRATEGY_RESYNC_SECONDS, a
+# fifth of them per tick (events still reconcile at once). Only time-driven rules
+# need the timer (heartbeat staleness, 30 s); at 1,000 strategies a full pass every
+# second cost about a third of a core.
+STRATEGY_RESYNC_SECONDS = 5.0
 
 
 def config_from_env() -> rc.OperatorConfig:
@@ -164,6 +169,59 @@ async def ensure_redis_secret(state: OperatorState, namespace: str) -> None:
             raise
         await state.core.patch_namespaced_secret(rc.WORKER_REDIS_SECRET, namespace, {"data": body["data"]})
     state.redis_secret_done.add(namespace)
+async def prime_caches(state: OperatorState) -> None:
+    """At start-up, before the watches: one LIST each of worker Pods, ServiceAccounts,
+    Roles and RoleBindings (raw JSON, no model objects), so that the first reconcile
+    of every strategy after an operator restart neither re-creates a pod that exists
+    (a 409 per strategy) nor re-issues its RBAC (three creates and a patch per
+    strategy). Primed pods are marked and confirmed by the first watch event for them
+    or re-read by :func:`confirm_primed_pods`. Best effort: on an API error the
+    operator starts with empty caches as before."""
+    namespaces = [n.strip() for n in os.environ.get("HEAN_WATCH_NAMESPACES", "").split(",") if n.strip()]
+    sel = f"{api.LABEL_MANAGED_BY}={api.MANAGED_BY}"
+    rbac = client.RbacAuthorizationV1Api(state.api_client)
+
+    async def items(all_ns, per_ns) -> list[dict]:
+        calls = [per_ns(ns, label_selector=sel, _preload_content=False) for ns in namespaces] if namespaces else \
+            [all_ns(label_selector=sel, _preload_content=False)]
+        out: list[dict] = []
+        for call in calls:
+            resp = await call
+            out += json.loads(await resp.read()).get("items") or []
+        return out
+
+    try:
+        pods = await items(state.core.list_pod_for_all_namespaces, state.core.list_namespaced_pod)
+        sas = await items(state.core.list_service_account_for_all_namespaces, state.core.list_namespaced_service_account)
+        roles = await items(rbac.list_role_for_all_namespaces, rbac.list_namespaced_role)
+        rbs = await items(rbac.list_role_binding_for_all_namespaces, rbac.list_namespaced_role_binding)
+    except ApiException as e:
+        log.warning("start-up cache priming skipped: API error %s %s", e.status, e.reason)
+        return
+    for pod in pods:
+        strategy = (pod["metadata"].get("labels") or {}).get(api.LABEL_STRATEGY)
+        if strategy:
+            pod["_primed"] = True
+            state.pods.setdefault((pod["metadata"]["namespace"], strategy), pod)
+    state.rbac_done |= rc.rbac_in_place(sas, roles, rbs)
+    log.info("primed caches: %d worker pods, RBAC in place for %d strategies", len(pods), len(state.rbac_done))
+
+
+async def confirm_primed_pods(state: OperatorState) -> None:
+    """Re-read every primed pod that no watch event has replaced yet (a pod deleted
+    between the priming LIST and the watch would otherwise stay in the cache)."""
+    for key, pod in list(state.pods.items()):
+        if not pod.get("_primed"):
+            continue
+        try:
+            resp = await state.core.read_namespaced_pod(pod["metadata"]["name"], key[0], _preload_content=False)
+            fresh = json.loads(await resp.read())
+            if state.pods.get(key) is pod:
+                state.pods[key] = fresh
+        except ApiException as e:
+            if e.status == 404 and state.pods.get(key) is pod:
+                state.pods.pop(key, None)
+                state.schedule(key)
 
 
 def _event_type(c: dict) -> str:
@@ -210,6 +268,7 @@ async def reconcile_strategy(state: OperatorState, key: tuple[str, str]) -> None
                                      f"created worker pod {body['metadata']['name']}", component="hean-operator")
                 except ApiException as e:
                     if e.status != 409:
+                        state.rbac_done.discard(strategy["metadata"]["uid"])  # re-check RBAC next time
                         raise
                 state.last_create[key] = now
             elif action.kind == "delete" and pod is not None:
@@ -295,11 +354,19 @@ async def reconcile_policies_and_quarantines(state: OperatorState) -> None:
 
 async def resync_forever(state: OperatorState) -> None:
     """The one timer that serves all objects (no per-object timers)."""
+    confirm_at = asyncio.get_running_loop().time() + 30.0  # primed pods not seen by the watch by then
+    slices = max(1, round(STRATEGY_RESYNC_SECONDS / RESYNC_SECONDS))
+    tick = 0
     while True:
         await asyncio.sleep(RESYNC_SECONDS)
+        tick += 1
         try:
-            for key in list(state.strategies):
-                await reconcile_strategy(state, key)
+            if confirm_at is not None and asyncio.get_running_loop().time() >= confirm_at:
+                confirm_at = None
+                await confirm_primed_pods(state)
+            for i, key in enumerate(list(state.strategies)):
+                if i % slices == tick % slices:
+                    await reconcile_strategy(state, key)
             await reconcile_policies_and_quarantines(state)
         except asyncio.CancelledError:
             raise
@@ -330,6 +397,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None
     the shared state and the single resync task.
     """
     settings.posting.level = logging.WARNING
+    # kopf logs "Handler ... succeeded" at INFO for every watch event: one line per
+    # worker status write (hundreds per second at scale). Warnings and errors stay.
+    logging.getLogger("kopf.objects").setLevel(max(logging.WARNING, logging.getLogger().level))
     settings.peering.standalone = True
     settings.watching.server_timeout = 240
     settings.watching.client_timeout = 300
@@ -338,6 +408,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None
     settings.persistence.finalizer = api.GROUP + "/cleanup"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kopf." + api.GROUP)
     memo.state = OperatorState(config_from_env(), await load_config())
+    await prime_caches(memo.state)
     memo.resync = asyncio.get_running_loop().create_task(resync_forever(memo.state))
     metrics.attach(memo.state)
     memo.metrics_server = metrics.serve()

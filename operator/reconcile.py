@@ -295,6 +295,39 @@ def desired_role_binding(strategy: dict) -> dict:
     }
 
 
+def rbac_in_place(service_accounts: list[dict], roles: list[dict], role_bindings: list[dict]) -> set[str]:
+    """UIDs of the TradingStrategies whose worker ServiceAccount, Role (with exactly
+    the rules of :func:`desired_role`) and RoleBinding (as :func:`desired_role_binding`)
+    all exist, each with a controller owner reference to that strategy.
+
+    Inputs are the items of one LIST of each kind (plain dicts as the API returns
+    them). A restarted operator seeds its "RBAC done" set from this instead of
+    issuing three creates and a patch per strategy.
+    """
+    def owned(objs: list[dict]) -> dict[tuple[str, str, str], dict]:
+        out = {}
+        for o in objs:
+            meta = o.get("metadata") or {}
+            for ref in meta.get("ownerReferences") or []:
+                if ref.get("controller") and ref.get("kind") == api.STRATEGY_KIND:
+                    out[(meta.get("namespace"), meta.get("name"), ref.get("uid"))] = o
+        return out
+
+    sas, rbs = owned(service_accounts), owned(role_bindings)
+    done: set[str] = set()
+    for (ns, name, uid), role in owned(roles).items():
+        strategy_name = ((role.get("metadata") or {}).get("labels") or {}).get(api.LABEL_STRATEGY)
+        if not strategy_name or worker_name(strategy_name) != name or (ns, name, uid) not in sas:
+            continue
+        rb = rbs.get((ns, name, uid))
+        want = {"metadata": {"name": strategy_name, "namespace": ns, "uid": uid}}
+        want_rb = desired_role_binding(want)
+        if (rb is not None and role.get("rules") == desired_role(want)["rules"]
+                and rb.get("roleRef") == want_rb["roleRef"] and rb.get("subjects") == want_rb["subjects"]):
+            done.add(uid)
+    return done
+
+
 def desired_pod(strategy: dict, cfg: OperatorConfig) -> dict:
     """The worker Pod: non-root, PSS-restricted security context, read-only root
     filesystem, market data mounted read-only, probes on the worker's endpoints.

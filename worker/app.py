@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import itertools
 import json
+from collections import deque
 import logging
 import signal
 import time
+from collections import Counter
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -33,8 +36,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hean import api
 from hean.kube import Informer, load_config, now_rfc3339, patch_status, post_event
-from hean.backtest import merge_bars
-from hean.marketdata import load_instruments, load_klines
+from hean.marketdata import KlineStream, load_instruments
 
 from .config import (
     RiskPolicySpec,
@@ -103,6 +105,13 @@ class WorkerSettings(BaseSettings):
     revision: str | None = None
 
 
+def _tagged(symbol: str, bars, start_ms: int | None):
+    """``(ts_ms, symbol, bar)`` for each bar at or after ``start_ms`` (merge keys)."""
+    for b in bars:
+        if start_ms is None or b.ts_ms >= start_ms:
+            yield b.ts_ms, symbol, b
+
+
 def structural(spec: dict) -> dict:
     """The spec fields whose change needs a new worker (the operator replaces the pod)."""
     return {k: spec.get(k) for k in STRUCTURAL_FIELDS}
@@ -133,6 +142,15 @@ class Worker:
         self.last_status_write = 0.0  # unix seconds of the last successful status patch
         self.quarantined_symbols: set[str] = set()
         self.quarantine_changed_at: float | None = None  # unix seconds, for latency measurements
+        self.risk_state_changed_at: float | None = None  # unix seconds of the last risk-state transition
+        # Wall-clock time HARD_STOP was entered: the clear annotation (a human's wall-clock
+        # time) must be later than this. The engine's own stop time is on the data clock,
+        # which in a replay is in the past, so a stale annotation would clear every stop.
+        self.hard_stop_wall_at: datetime | None = None
+        # Status freshness: unix time of the oldest change (candle, risk transition) not yet
+        # in a status write, and the age of the figures at each write (seconds).
+        self.dirty_since: float | None = None
+        self.status_ages: deque = deque(maxlen=200)
         self.spec_applied_generation: int | None = None  # metadata.generation the engine runs on
         self.spec_applied_at: float | None = None  # unix seconds it was applied
         self.started = time.time()
@@ -141,6 +159,7 @@ class Worker:
         self.quarantines = None
         self._policy_name: str | None = None
         self._engine_ready = asyncio.Event()
+        self._status_wake = asyncio.Event()  # a risk-state change waits to be written: write now
         self.exchange = None   # hean.worker.bybit.runtime.ExchangeRuntime (testnet/demo/live)
         self.live_data = None  # hean.worker.bybit.runtime.LiveData (marketData.source live)
         self.instruments_doc: dict | None = None
@@ -259,14 +278,16 @@ class Worker:
             except ValueError:
                 log.warning("annotation %s is not an RFC 3339 time: %r", api.ANNOTATION_CLEAR_HARD_STOP, clear)
                 at = None
-            stopped_at = self.engine.hard_stop_at
-            if at is not None and self.engine.clear_hard_stop(at):
-                self._post(obj, "HardStopCleared", f"HARD_STOP (latched at {stopped_at:%Y-%m-%dT%H:%M:%SZ}) cleared "
+            wall_at = self.hard_stop_wall_at  # compared on the wall clock (a replay's data clock is in the past)
+            if (at is not None and wall_at is not None and at > wall_at
+                    and self.engine.clear_hard_stop(at)):
+                self.hard_stop_wall_at = None
+                self._post(obj, "HardStopCleared", f"HARD_STOP (latched at {wall_at:%Y-%m-%dT%H:%M:%SZ}) cleared "
                            f"by annotation {api.ANNOTATION_CLEAR_HARD_STOP}={clear}")
-            elif at is not None and stopped_at is not None and clear != self._clear_ignored:
+            elif at is not None and wall_at is not None and clear != self._clear_ignored:
                 self._clear_ignored = clear
                 self._post(obj, "HardStopClearIgnored", f"annotation {api.ANNOTATION_CLEAR_HARD_STOP}={clear} is not "
-                           f"after the HARD_STOP at {stopped_at:%Y-%m-%dT%H:%M:%SZ}; set a later time", "Warning")
+                           f"after the HARD_STOP at {wall_at:%Y-%m-%dT%H:%M:%SZ}; set a later time", "Warning")
         self._apply_policy()
         self._apply_quarantines()
 
@@ -350,6 +371,12 @@ class Worker:
         self._create_auto_quarantines()
         while self.engine.risk_events:
             old, new, reasons = self.engine.risk_events.pop(0)
+            self.risk_state_changed_at = time.time()
+            self._status_wake.set()
+            if new == api.RISK_HARD_STOP:
+                self.hard_stop_wall_at = datetime.fromtimestamp(self.risk_state_changed_at, timezone.utc)
+            if self.dirty_since is None:
+                self.dirty_since = self.risk_state_changed_at
             dd = self.engine.drawdown_percent().quantize(Decimal("0.01"))
             msg = f"risk state {old} -> {new} ({', '.join(reasons) or 'limits clear'}); drawdown {dd}%"
             log.warning(msg)
@@ -398,7 +425,9 @@ class Worker:
         missing = [s for s in spec.symbols if s not in instruments]
         if missing:
             raise FileNotFoundError(f"no instrument info for {spec.category} symbols {missing}")
-        series = {s: load_klines(self.settings.marketdata_dir, s, spec.marketData.replay.interval) for s in spec.symbols}
+        # Lazy: only the first/last rows are read now; candles are parsed as the replay
+        # consumes them (a worker is Ready without parsing a month of candles).
+        series = {s: KlineStream(self.settings.marketdata_dir, s, spec.marketData.replay.interval) for s in spec.symbols}
         return instruments, series
 
     async def _build_engine(self) -> tuple[Engine, dict]:
@@ -526,33 +555,38 @@ class Worker:
             self._engine_ready.set()
             await self.run_live(engine)
             return
-        for name, s in series.items():
-            for reason, n in s.dropped.items():
-                engine.dropped[reason] += n
         self._apply_strategy(self.strategy_obj)
         resume_ms = await self._restore_paper(engine)
         self.ready = True
         self._engine_ready.set()
         spec = engine.spec.marketData.replay
         start_ms = int(spec.start.timestamp() * 1000) if spec.start else None
+        passes = 0
         while True:
-            merged = merge_bars(series, start_ms)  # the same feed order as `hean backtest`
+            # Malformed rows are counted once (first pass), as they are reached.
+            dropped = engine.dropped if passes == 0 else Counter()
+            passes += 1
+            # the same (ts_ms, symbol) feed order as `hean backtest` (hean.backtest.merge_bars)
+            streams = [_tagged(sym, s.bars(dropped), start_ms) for sym, s in series.items()]
+            merged = heapq.merge(*streams, key=lambda t: (t[0], t[1]))
             if resume_ms is not None:  # restored from Redis: continue after the saved cursor
-                merged = [t for t in merged if t[0] > resume_ms]
-                resume_ms = None
-                if not merged:
-                    self.replay_done = True  # restored after the last candle: nothing left to play
-                    engine.finish()
-                    return
-            if not merged:
+                merged = (t for t in merged if t[0] > resume_ms)
+            first = next(merged, None)
+            if first is None and resume_ms is not None:
+                self.replay_done = True  # restored after the last candle: nothing left to play
+                engine.finish()
+                return
+            resume_ms = None
+            if first is None:
                 self.data_error = "no candles at or after spec.marketData.replay.start"
                 self.replay_done = True
                 engine.finish()
                 return
-            self.first_ms, self.last_ms = merged[0][0], merged[-1][0]
+            self.first_ms = first[0]
+            self.last_ms = max([first[0]] + [s.last_ms for s in series.values() if s.last_ms is not None])
             loop = asyncio.get_running_loop()
             t0 = loop.time()
-            for i, (ts, sym, bar) in enumerate(merged):
+            for i, (ts, sym, bar) in enumerate(itertools.chain([first], merged)):
                 target = t0 + (ts - self.first_ms) / 1000.0 / engine.spec.marketData.replay.speed
                 delay = target - loop.time()
                 if delay > 0:
@@ -562,6 +596,8 @@ class Worker:
                 if self.paper_state is not None and not await self._paper_may_trade(engine):
                     return
                 engine.on_bar(sym, bar)
+                if self.dirty_since is None:
+                    self.dirty_since = time.time()
                 self.cursor_ms = ts
                 self.events_total += 1
                 if self.paper_state is not None:
@@ -703,10 +739,12 @@ class Worker:
         heartbeat = min(HEARTBEAT_SECONDS, threshold / 3)
         timeout = min(5.0, max(1.0, threshold / 3))
         while True:
+            self._status_wake.clear()  # a transition from now on wakes the next pause
+            since, self.dirty_since = self.dirty_since, None
             status = self.runtime_status()
             figures = {k: v for k, v in status.items() if k != "lastHeartbeat"}
             if figures == last_sent and time.time() - self.last_status_write < heartbeat:
-                await asyncio.sleep(self.settings.status_interval)
+                await self._status_pause()
                 continue
             try:
                 await asyncio.wait_for(patch_status(self.api_client, api.STRATEGY_PLURAL, self.settings.namespace,
@@ -715,14 +753,23 @@ class Worker:
                 self.status_patches += 1
                 self.last_heartbeat = status["lastHeartbeat"]
                 self.last_status_write = time.time()
+                if since is not None and figures != last_sent:
+                    self.status_ages.append(self.last_status_write - since)
                 last_sent = figures
             except Exception as e:  # noqa: BLE001 - keep trading; retry next interval
                 if isinstance(e, ApiException) and e.status and e.status < 500:
                     self.api_contact()  # the API answered (e.g. 404, 422): reachable
+                if since is not None and (self.dirty_since is None or since < self.dirty_since):
+                    self.dirty_since = since  # still unwritten
                 self.status_errors += 1
                 log.warning("status patch failed: %r", e)
             self.check_api()
-            await asyncio.sleep(self.settings.status_interval)
+            await self._status_pause()
+
+    async def _status_pause(self) -> None:
+        """Wait one status interval, or less when a risk-state change is waiting to be
+        written (HARD_STOP, SOFT_BRAKE, QUARANTINE reach ``status`` at once; still at
+        most one extra write per transition, so writes stay bounded)."""
 
     async def quarantine_clock(self) -> None:
         """Re-evaluate quarantine expiry every 0.25 s (expiry is wall-clock time)."""

@@ -200,6 +200,7 @@ class Engine:
         self.dropped: Counter = Counter()
         self.funding_events: list[tuple[int, str, Decimal, Decimal]] = []  # (ts_ms, symbol, rate, amount)
         self.risk_events: list[tuple[str, str, list[str]]] = []  # (old, new, reasons)
+        self.hard_stop_cancelled = 0  # pending entry orders cancelled by the last HARD_STOP
         self._last_ts: dict[str, int] = {}
         # Exchange execution (testnet/demo/live, see hean.worker.bybit): when set,
         # ``executor(order)`` sends each queued order to the exchange, fills come back
@@ -347,7 +348,10 @@ class Engine:
         self.risk_reasons = reasons
 
     def _flatten_all(self, reason: str) -> None:
+        self.hard_stop_cancelled = 0
         for st in self.symbols.values():
+            if st.pending is not None and not st.pending.reduce_only:
+                self.hard_stop_cancelled += 1
             st.pending = None
             pos = self.ledger.positions.get(st.symbol)
             if pos is not None and pos.size != 0:

@@ -408,11 +408,16 @@ def build_app(worker: "Worker") -> FastAPI:
             "symbols": [
                 {"symbol": s.symbol, "lastReason": s.last_reason, "quarantined": s.quarantined,
                  "entryOrders": s.entry_orders, "pendingOrder": s.pending.order_link_id if s.pending else None,
+                 "pendingReduceOnly": s.pending.reduce_only if s.pending else None,
                  "stopPrice": str(s.stop_price) if s.stop_price is not None else None,
                  "takeProfitPrice": str(s.target_price) if s.target_price is not None else None}
                 for s in e.symbols.values()
             ],
             "quarantineChangedAt": worker.quarantine_changed_at,
+            "riskStateChangedAt": worker.risk_state_changed_at,
+            "hardStopCancelledOrders": e.hard_stop_cancelled,
+            # seconds from the oldest unwritten change to the status write that carried it
+            "statusAgesSeconds": [round(a, 4) for a in worker.status_ages],
             "specAppliedGeneration": worker.spec_applied_generation,
             "specAppliedAt": worker.spec_applied_at,
             "topReasons": e.top_reasons(10),

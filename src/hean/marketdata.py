@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -91,41 +92,49 @@ def parse_kline_rows(symbol: str, interval: str, text_rows) -> KlineSeries:
     ``high < low``, ``open``/``close`` fall outside ``[low, high]``, volume < 0, or
     its timestamp is not strictly later than the previous kept row's.
     """
-    bars: list[Bar] = []
     dropped: Counter = Counter()
+    bars = list(iter_kline_rows(text_rows, dropped))
+    return KlineSeries(symbol=symbol, interval=interval, bars=bars, dropped=dropped)
+
+
+def _parse_row(row: list[str]) -> Bar | str:
+    """One CSV row -> a :class:`Bar`, or the drop reason (ordering not checked)."""
+    if len(row) < 6:
+        return "short_row"
+    try:
+        ts = _parse_ts(row[0])
+    except ValueError:
+        return "bad_timestamp"
+    try:
+        o, h, lo, c, v = (Decimal(x.strip()) for x in row[1:6])
+    except (InvalidOperation, ValueError):
+        return "bad_number"
+    if not all(x.is_finite() for x in (o, h, lo, c, v)):
+        return "bad_number"
+    if min(o, h, lo, c) <= 0 or v < 0:
+        return "non_positive_price"
+    if h < lo or not (lo <= o <= h and lo <= c <= h):
+        return "high_below_low"
+    return Bar(ts, o, h, lo, c, v)
+
+
+def iter_kline_rows(text_rows: Iterable[list[str]], dropped: Counter) -> Iterator[Bar]:
+    """The generator behind :func:`parse_kline_rows`: yields the kept candles one at
+    a time and counts each dropped row in ``dropped`` (by reason) as it goes."""
     last_ts = -1
     for row in text_rows:
-        if len(row) < 6:
-            dropped["short_row"] += 1
+        bar = _parse_row(row)
+        if isinstance(bar, str):
+            dropped[bar] += 1
             continue
-        try:
-            ts = _parse_ts(row[0])
-        except ValueError:
-            dropped["bad_timestamp"] += 1
-            continue
-        try:
-            o, h, lo, c, v = (Decimal(x.strip()) for x in row[1:6])
-        except (InvalidOperation, ValueError):
-            dropped["bad_number"] += 1
-            continue
-        if not all(x.is_finite() for x in (o, h, lo, c, v)):
-            dropped["bad_number"] += 1
-            continue
-        if min(o, h, lo, c) <= 0 or v < 0:
-            dropped["non_positive_price"] += 1
-            continue
-        if h < lo or not (lo <= o <= h and lo <= c <= h):
-            dropped["high_below_low"] += 1
-            continue
-        if ts == last_ts:
+        if bar.ts_ms == last_ts:
             dropped["duplicate_timestamp"] += 1
             continue
-        if ts < last_ts:
+        if bar.ts_ms < last_ts:
             dropped["out_of_order"] += 1
             continue
-        last_ts = ts
-        bars.append(Bar(ts, o, h, lo, c, v))
-    return KlineSeries(symbol=symbol, interval=interval, bars=bars, dropped=dropped)
+        last_ts = bar.ts_ms
+        yield bar
 
 
 def load_klines(marketdata_dir: Path, symbol: str, interval: str = "1") -> KlineSeries:
@@ -143,6 +152,56 @@ def load_klines(marketdata_dir: Path, symbol: str, interval: str = "1") -> Kline
         if header[:6] != ["timestamp", "open", "high", "low", "close", "volume"]:
             raise ValueError(f"{path}: header must be timestamp,open,high,low,close,volume, got {header}")
         return parse_kline_rows(symbol, interval, reader)
+
+
+class KlineStream:
+    """The recorded candles of one symbol, read lazily (the light form of
+    :func:`load_klines` used by the worker's replay).
+
+    Opening checks the file and header and reads only its first and last kept
+    candles (``first_ms``, ``last_ms``: open times in epoch milliseconds, None if the
+    file has no valid row), so a worker is ready in milliseconds instead of parsing a
+    month of candles up front; :meth:`bars` then parses the rows as the replay
+    consumes them, with the same validation as :func:`parse_kline_rows`.
+
+    Raises FileNotFoundError naming the path if the symbol has no recording, and
+    ValueError if the header is not ``timestamp,open,high,low,close,volume``.
+    """
+
+    def __init__(self, marketdata_dir: Path, symbol: str, interval: str = "1"):
+        self.symbol = symbol
+        self.interval = interval
+        self.path = kline_path(marketdata_dir, symbol, interval)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"no recorded {interval}m candles for {symbol}: {self.path} does not exist")
+        with self.path.open(newline="") as fh:
+            reader = csv.reader(fh)
+            header = [h.strip() for h in next(reader, [])]
+            if header[:6] != ["timestamp", "open", "high", "low", "close", "volume"]:
+                raise ValueError(f"{self.path}: header must be timestamp,open,high,low,close,volume, got {header}")
+            first = next(iter_kline_rows(reader, Counter()), None)
+        self.first_ms: int | None = first.ts_ms if first is not None else None
+        self.last_ms: int | None = self._last_ts() if first is not None else None
+
+    def _last_ts(self) -> int | None:
+        """Open time of the last row that parses (read from the file's tail)."""
+        size = self.path.stat().st_size
+        with self.path.open("rb") as fh:
+            fh.seek(max(0, size - 16384))
+            tail = fh.read().decode("utf-8", errors="replace").splitlines()
+        for row in csv.reader(reversed(tail[1:] if size > 16384 else tail)):
+            bar = _parse_row(row)
+            if not isinstance(bar, str):
+                return bar.ts_ms
+        return self.first_ms
+
+    def bars(self, dropped: Counter) -> Iterator[Bar]:
+        """Yield the kept candles, oldest first, parsing as it goes; every dropped
+        row is counted in ``dropped`` by reason when it is reached."""
+        with self.path.open(newline="") as fh:
+            reader = csv.reader(fh)
+            next(reader, None)
+            yield from iter_kline_rows(reader, dropped)
 
 
 @dataclass(frozen=True)

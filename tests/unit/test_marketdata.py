@@ -46,3 +46,50 @@ def test_instrument_rules_from_the_real_capture(marketdata_dir):
     assert inst[("spot", "ETHUSDT")].tick_size == D("0.01")
     with pytest.raises(ValueError, match="direction"):
         btc.round_price(D("1"), "sideways")
+
+
+def test_kline_stream_is_load_klines_read_lazily(marketdata_dir):
+    from collections import Counter
+
+    from hean.marketdata import KlineStream
+
+    stream = KlineStream(marketdata_dir, "ETHUSDT", "1")
+    eager = load_klines(marketdata_dir, "ETHUSDT", "1")
+    # first and last row of the file, read by hand
+    lines = (marketdata_dir / "bybit" / "klines" / "ETHUSDT_1m.csv").read_text().splitlines()
+    from datetime import datetime
+    to_ms = lambda line: int(datetime.fromisoformat(line.split(",")[0]).timestamp() * 1000)  # noqa: E731
+    assert (stream.first_ms, stream.last_ms) == (to_ms(lines[1]), to_ms(lines[-1]))
+    dropped = Counter()
+    lazy = stream.bars(dropped)
+    head = [next(lazy) for _ in range(3)]
+    assert [b.close for b in head] == [D(lines[i].split(",")[4]) for i in (1, 2, 3)]
+    rest = list(lazy)
+    assert head + rest == eager.bars and dropped == eager.dropped
+
+
+def test_kline_stream_counts_bad_rows_as_it_reaches_them(tmp_path):
+    from collections import Counter
+
+    from hean.marketdata import KlineStream
+
+    d = tmp_path / "bybit" / "klines"
+    d.mkdir(parents=True)
+    (d / "BTCUSDT_1m.csv").write_text(
+        "timestamp,open,high,low,close,volume\n"
+        "garbage,1,1,1,1,1\n"
+        "2025-01-01T00:00:00Z,10,11,9,10.5,1\n"
+        "2025-01-01T00:01:00Z,10,11,9,-1,1\n"
+        "2025-01-01T00:02:00Z,10,11,9,10,1\n"
+        "2025-01-01T00:03:00Z,10\n")
+    s = KlineStream(tmp_path, "BTCUSDT", "1")
+    assert (s.first_ms, s.last_ms) == (1735689600000, 1735689720000)
+    dropped = Counter()
+    it = s.bars(dropped)
+    assert next(it).close == D("10.5") and dropped == {"bad_timestamp": 1}
+    assert [b.close for b in it] == [D("10")] and dropped == {"bad_timestamp": 1, "non_positive_price": 1, "short_row": 1}
+    (d / "BTCUSDT_1m.csv").write_text("ts,o,h,l,c\n")
+    with pytest.raises(ValueError, match="header"):
+        KlineStream(tmp_path, "BTCUSDT", "1")
+    with pytest.raises(FileNotFoundError, match="ETHUSDT"):
+        KlineStream(tmp_path, "ETHUSDT", "1")

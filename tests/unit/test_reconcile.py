@@ -200,3 +200,20 @@ def test_invalid_params_give_ready_false_naming_the_field_and_keep_a_running_wor
     for name, key in (("momentum", "momentum"), ("grid", "grid"), ("scalping", "scalping"),
                       ("funding_harvest", "fundingHarvest"), ("basis_arbitrage", "basisArbitrage")):
         assert rc.admit(strategy(strategy=name, params={key: {}})["spec"], cfg).ok, name
+def test_rbac_in_place_needs_all_three_objects_with_the_desired_rules():
+    import copy
+
+    a, b, c = (strategy() for _ in range(3))
+    for s, name, uid in ((a, "a", "uid-a"), (b, "b", "uid-b"), (c, "c", "uid-c")):
+        s["metadata"].update(name=name, uid=uid)
+    sas = [rc.desired_service_account(s) for s in (a, b, c)]
+    roles = [rc.desired_role(s) for s in (a, b, c)]
+    rbs = [rc.desired_role_binding(s) for s in (a, b)]  # c has no RoleBinding
+    assert rc.rbac_in_place(sas, roles, rbs) == {"uid-a", "uid-b"}
+    stale = copy.deepcopy(roles)
+    stale[1]["rules"][0]["verbs"] = ["get"]  # b's Role from an older operator: must be patched
+    assert rc.rbac_in_place(sas, stale, rbs) == {"uid-a"}
+    orphan = copy.deepcopy(sas)
+    orphan[0]["metadata"]["ownerReferences"][0]["uid"] = "uid-of-a-deleted-strategy"
+    assert rc.rbac_in_place(orphan, roles, rbs) == {"uid-b"}
+    assert rc.rbac_in_place([], [], []) == set()

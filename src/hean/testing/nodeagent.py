@@ -62,12 +62,13 @@ import time
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import yaml
 
 from .controlplane import kubeconfig_dict, pdeathsig_prefix, write_kubeconfig
 from .pki import self_signed_cert
+from .zygote import Zygote, ZygoteUnavailable
 
 LOG = logging.getLogger("hean.testing.nodeagent")
 
@@ -690,17 +691,26 @@ class _PodWorker(threading.Thread):
                     f'exec: "{exe}": executable file not found in $PATH (the local node agent '
                     "runs commands on this machine; images are ignored)",
                 )
-            with open(self.log_path(c.name), "ab") as log:
-                proc = subprocess.Popen(
-                    pdeathsig_prefix(any_thread=True) + argv,
-                    env=env_full,
-                    cwd=cwd,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    close_fds=True,
-                )
+            proc = None
+            zyg = self.agent._zygote
+            if zyg is not None and zyg.accepts(argv, found, env_full):
+                try:  # same env, cwd, session, log file and exit status; see hean.testing.zygote
+                    proc = zyg.spawn(argv, env_full, cwd, self.log_path(c.name))
+                except ZygoteUnavailable as e:
+                    LOG.warning("zygote unavailable (%s); starting %s/%s[%s] with Popen", e,
+                                self.namespace, self.pod_name, c.name)
+            if proc is None:
+                with open(self.log_path(c.name), "ab") as log:
+                    proc = subprocess.Popen(
+                        pdeathsig_prefix(any_thread=True) + argv,
+                        env=env_full,
+                        cwd=cwd,
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                        close_fds=True,
+                    )
         except _ConfigError as e:
             c.state = {"waiting": {"reason": "CreateContainerConfigError", "message": str(e)}}
             c.next_start = now + 2.0
@@ -1567,8 +1577,22 @@ class NodeAgent:
         labels: Mapping[str, str] | None = None,
         extra_env: Mapping[str, str] | None = None,
         keep: bool = False,
+        zygote: Sequence[str] | None = None,
+        namespaces: Sequence[str] | None = None,
     ) -> None:
         self.kubeconfig = Path(kubeconfig)
+        #: bind only pods of these namespaces (None = all); pods elsewhere stay Pending.
+        #: For scale tests whose pods need not all run (docs/harness.md).
+        self.namespaces = frozenset(namespaces) if namespaces is not None else None
+        if zygote is None:
+            raw = os.environ.get("HEAN_AGENT_ZYGOTE", "")
+            zygote = () if raw.lower() in ("", "0", "false", "no") else (
+                ("hean.worker",) if raw.lower() in ("1", "true", "yes") else
+                tuple(m.strip() for m in raw.split(",") if m.strip()))
+        #: modules run as ``python -m <module>`` through the pre-imported fork server
+        #: (docs/harness.md, "Fast worker start"); empty = every container is a fresh Popen.
+        self.zygote_modules = tuple(zygote)
+        self._zygote: Zygote | None = None
         self.node_name = node_name
         self._workdir_arg = Path(workdir) if workdir is not None else None
         self.workdir: Path = self._workdir_arg or Path(tempfile.gettempdir())
@@ -1635,6 +1659,9 @@ class NodeAgent:
         self._stopping.clear()
         self._started = True
         atexit.register(self.stop)
+        if self.zygote_modules:
+            self._zygote = Zygote(self.python, self._base_env, self.zygote_modules, self.workdir / "zygote.log",
+                                  argv_prefix=pdeathsig_prefix()).start()
         try:
             self._kubelet = _KubeletServer(self)
             self._register_node()
@@ -1685,6 +1712,9 @@ class NodeAgent:
                 p.wait(timeout=5)
             except subprocess.TimeoutExpired:  # pragma: no cover
                 pass
+        if self._zygote is not None:
+            self._zygote.stop()
+            self._zygote = None
         self._mounts.release_all()
         self._ips.release_all()
         if self._api is not None:
@@ -1984,6 +2014,8 @@ class NodeAgent:
     def _schedulable(self, pod: Mapping[str, Any]) -> bool:
         spec = pod.get("spec") or {}
         if spec.get("schedulingGates"):
+            return False
+        if self.namespaces is not None and _meta(pod).get("namespace") not in self.namespaces:
             return False
         sel = spec.get("nodeSelector") or {}
         return all(self.labels.get(k) == v for k, v in sel.items())
