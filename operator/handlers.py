@@ -107,7 +107,7 @@ class OperatorState:
         self.pods: dict[tuple[str, str], dict] = {}  # keyed by (namespace, strategy name)
         self.failures: dict[tuple[str, str], int] = defaultdict(int)
         self.last_create: dict[tuple[str, str], datetime] = {}
-        self.rbac_done: set[str] = set()
+        self.rbac_done: set[str] = set()  # rc.rbac_key of strategies whose RBAC is in place
         self.redis_secret_done: set[str] = set()  # namespaces whose worker Redis Secret is current
         self.locks: dict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
         self.scheduled: set[tuple[str, str]] = set()
@@ -138,8 +138,8 @@ def _now() -> datetime:
 async def ensure_rbac(state: OperatorState, strategy: dict) -> None:
     """Create the worker's ServiceAccount, Role and RoleBinding if missing (once per
     strategy uid per operator run; the Role is patched to the desired rules)."""
-    uid = strategy["metadata"]["uid"]
-    if uid in state.rbac_done:
+    key = rc.rbac_key(strategy)  # uid + symbols: a symbols change re-patches the Role
+    if key in state.rbac_done:
         return
     ns = strategy["metadata"]["namespace"]
     sa, role, rb = rc.desired_service_account(strategy), rc.desired_role(strategy), rc.desired_role_binding(strategy)
@@ -152,7 +152,7 @@ async def ensure_rbac(state: OperatorState, strategy: dict) -> None:
             if e.status != 409:
                 raise
     await state.rbac.patch_namespaced_role(role["metadata"]["name"], ns, {"rules": role["rules"]})
-    state.rbac_done.add(uid)
+    state.rbac_done.add(key)
 
 
 async def ensure_redis_secret(state: OperatorState, namespace: str) -> None:
@@ -268,7 +268,7 @@ async def reconcile_strategy(state: OperatorState, key: tuple[str, str]) -> None
                                      f"created worker pod {body['metadata']['name']}", component="hean-operator")
                 except ApiException as e:
                     if e.status != 409:
-                        state.rbac_done.discard(strategy["metadata"]["uid"])  # re-check RBAC next time
+                        state.rbac_done.discard(rc.rbac_key(strategy))  # re-check RBAC next time
                         raise
                 state.last_create[key] = now
             elif action.kind == "delete" and pod is not None:

@@ -295,10 +295,21 @@ def desired_role_binding(strategy: dict) -> dict:
     }
 
 
+def rbac_key(strategy: dict) -> str:
+    """What the worker RBAC of ``strategy`` depends on: its uid and its symbols (the
+    Role names the strategy's ``auto-<strategy>-<symbol>`` SymbolQuarantines), as
+    ``<uid>/<SYMBOL>,<SYMBOL>...`` (symbols sorted). A symbols change gives a new key,
+    so the operator patches the Role again."""
+    symbols = sorted(set((strategy.get("spec") or {}).get("symbols") or []))
+    return f"{strategy['metadata']['uid']}/{','.join(symbols)}"
+
+
 def rbac_in_place(service_accounts: list[dict], roles: list[dict], role_bindings: list[dict]) -> set[str]:
-    """UIDs of the TradingStrategies whose worker ServiceAccount, Role (with exactly
-    the rules of :func:`desired_role`) and RoleBinding (as :func:`desired_role_binding`)
-    all exist, each with a controller owner reference to that strategy.
+    """:func:`rbac_key` of the TradingStrategies whose worker ServiceAccount, Role
+    (with exactly the rules of :func:`desired_role`) and RoleBinding (as
+    :func:`desired_role_binding`) all exist, each with a controller owner reference to
+    that strategy. The symbols are read back from the Role's auto-quarantine
+    ``resourceNames`` (``auto-<strategy>-<symbol lower case>``).
 
     Inputs are the items of one LIST of each kind (plain dicts as the API returns
     them). A restarted operator seeds its "RBAC done" set from this instead of
@@ -320,11 +331,14 @@ def rbac_in_place(service_accounts: list[dict], roles: list[dict], role_bindings
         if not strategy_name or worker_name(strategy_name) != name or (ns, name, uid) not in sas:
             continue
         rb = rbs.get((ns, name, uid))
-        want = {"metadata": {"name": strategy_name, "namespace": ns, "uid": uid}}
+        prefix = f"auto-{strategy_name}-"
+        symbols = sorted({n[len(prefix):].upper() for r in role.get("rules") or []
+                          for n in r.get("resourceNames") or [] if n.startswith(prefix)})
+        want = {"metadata": {"name": strategy_name, "namespace": ns, "uid": uid}, "spec": {"symbols": symbols}}
         want_rb = desired_role_binding(want)
         if (rb is not None and role.get("rules") == desired_role(want)["rules"]
                 and rb.get("roleRef") == want_rb["roleRef"] and rb.get("subjects") == want_rb["subjects"]):
-            done.add(uid)
+            done.add(rbac_key(want))
     return done
 
 

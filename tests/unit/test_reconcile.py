@@ -206,14 +206,20 @@ def test_rbac_in_place_needs_all_three_objects_with_the_desired_rules():
     a, b, c = (strategy() for _ in range(3))
     for s, name, uid in ((a, "a", "uid-a"), (b, "b", "uid-b"), (c, "c", "uid-c")):
         s["metadata"].update(name=name, uid=uid)
+    key_a, key_b = rc.rbac_key(a), rc.rbac_key(b)
+    assert key_a == "uid-a/" + ",".join(sorted(a["spec"]["symbols"]))  # the symbols are in the key
     sas = [rc.desired_service_account(s) for s in (a, b, c)]
     roles = [rc.desired_role(s) for s in (a, b, c)]
     rbs = [rc.desired_role_binding(s) for s in (a, b)]  # c has no RoleBinding
-    assert rc.rbac_in_place(sas, roles, rbs) == {"uid-a", "uid-b"}
+    assert rc.rbac_in_place(sas, roles, rbs) == {key_a, key_b}
     stale = copy.deepcopy(roles)
     stale[1]["rules"][0]["verbs"] = ["get"]  # b's Role from an older operator: must be patched
-    assert rc.rbac_in_place(sas, stale, rbs) == {"uid-a"}
+    assert rc.rbac_in_place(sas, stale, rbs) == {key_a}
     orphan = copy.deepcopy(sas)
     orphan[0]["metadata"]["ownerReferences"][0]["uid"] = "uid-of-a-deleted-strategy"
-    assert rc.rbac_in_place(orphan, roles, rbs) == {"uid-b"}
+    assert rc.rbac_in_place(orphan, roles, rbs) == {key_b}
+    # a symbols edit changes the key: the Role (auto-quarantine names) is patched again
+    moved = copy.deepcopy(a)
+    moved["spec"]["symbols"] = ["XRPUSDT"]
+    assert rc.rbac_key(moved) not in rc.rbac_in_place(sas, roles, rbs)
     assert rc.rbac_in_place([], [], []) == set()
