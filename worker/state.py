@@ -512,17 +512,17 @@ class RedisOrderLinkIds:
         return link
 
     def owns(self, link: str) -> bool:
-        """True if ``link`` was issued under this strategy's prefix."""
-        return link.startswith(self.prefix + "-")
+        """True if ``link`` was issued under this strategy's prefix (the id format is
+        :class:`~hean.worker.bybit.orderlink.OrderLinkIds`')."""
+        from .bybit.orderlink import OrderLinkIds  # lazy: the bybit package imports pybit
+
+        return OrderLinkIds.owns(self, link)
 
     def seq_of(self, link: str) -> int | None:
         """The sequence number inside ``link``, or None if it is not one of ours."""
-        if not self.owns(link):
-            return None
-        try:
-            return int(link[len(self.prefix) + 1:], 36)
-        except ValueError:
-            return None
+        from .bybit.orderlink import OrderLinkIds
+
+        return OrderLinkIds.seq_of(self, link)
 
     def ensure_above(self, links) -> int:
         """Raise the Redis sequence above every id of ours in ``links`` (the exchange's
@@ -595,20 +595,12 @@ class RedisRateBudget:
 
     def penalize(self, headers, offset_ms: int = 0) -> float:
         """See :meth:`hean.worker.bybit.budget.RateBudget.penalize`."""
-        from .bybit.budget import BACKOFF_BASE_S, BACKOFF_MAX_S, _header
+        from .bybit.budget import penalty_until
 
         self.penalties += 1
         self.strikes += 1
         now = self.clock()
-        reset = _header(headers, "X-Bapi-Limit-Reset-Timestamp")
-        until = None
-        if reset is not None:
-            try:
-                until = (int(reset) - offset_ms) / 1000.0
-            except ValueError:
-                until = None
-        if until is None or until <= now:
-            until = now + min(BACKOFF_BASE_S * 2 ** (self.strikes - 1), BACKOFF_MAX_S)
+        until = penalty_until(headers, offset_ms, now, self.strikes)
         self._block_until(until)
         return until - now
 

@@ -38,6 +38,25 @@ def _header(headers, name: str) -> str | None:
     return None
 
 
+
+def penalty_until(headers, offset_ms: int, now: float, strikes: int) -> float:
+    """When a rate refusal (10006, HTTP 429/403) ends, in epoch seconds: the
+    exchange's ``X-Bapi-Limit-Reset-Timestamp`` (epoch ms, corrected by the clock
+    ``offset_ms``) if it is in the future, else ``now`` plus an exponential back-off of
+    ``BACKOFF_BASE_S * 2**(strikes-1)`` seconds, at most ``BACKOFF_MAX_S``. A reset in
+    the past (pybit raises a bare ValueError there) or an unparsable header falls back
+    to the back-off (https://bybit-exchange.github.io/docs/v5/rate-limit)."""
+    reset = _header(headers, "X-Bapi-Limit-Reset-Timestamp")
+    until = None
+    if reset is not None:
+        try:
+            until = (int(reset) - offset_ms) / 1000.0
+        except ValueError:
+            until = None
+    if until is None or until <= now:
+        until = now + min(BACKOFF_BASE_S * 2 ** (strikes - 1), BACKOFF_MAX_S)
+    return until
+
 class RateBudget:
     """``per_second`` order requests per sliding second for the key with fingerprint
     ``key_id``. ``acquire()`` blocks (sleeps) until a request may be sent and returns
@@ -115,15 +134,7 @@ class RateBudget:
         self.penalties += 1
         self.strikes += 1
         now = self.clock()
-        reset = _header(headers, "X-Bapi-Limit-Reset-Timestamp")
-        until = None
-        if reset is not None:
-            try:
-                until = (int(reset) - offset_ms) / 1000.0
-            except ValueError:
-                until = None
-        if until is None or until <= now:
-            until = now + min(BACKOFF_BASE_S * 2 ** (self.strikes - 1), BACKOFF_MAX_S)
+        until = penalty_until(headers, offset_ms, now, self.strikes)
         self._block_until(until)
         return until - now
 
