@@ -770,6 +770,10 @@ class Worker:
         """Wait one status interval, or less when a risk-state change is waiting to be
         written (HARD_STOP, SOFT_BRAKE, QUARANTINE reach ``status`` at once; still at
         most one extra write per transition, so writes stay bounded)."""
+        try:
+            await asyncio.wait_for(self._status_wake.wait(), self.settings.status_interval)
+        except asyncio.TimeoutError:
+            pass
 
     async def quarantine_clock(self) -> None:
         """Re-evaluate quarantine expiry every 0.25 s (expiry is wall-clock time)."""
