@@ -34,7 +34,7 @@ import httpx
 import pytest
 import yaml
 
-from hean.deploy import install
+from hean.deploy import OPERATOR_NAMESPACE, RELEASE, install
 from hean.testing import wait_for
 from hean.testing.crdfuzz import BASE, BASES, KINDS, Case, cel_messages, generate
 
@@ -250,9 +250,12 @@ def test_unknown_fields_without_strict_validation_are_pruned_or_warned(custom, n
 
 @pytest.fixture(scope="module")
 def operator(crds, marketdata_dir):
-    """The chart's operator (helm upgrade --install is idempotent)."""
+    """The chart's operator (helm upgrade --install is idempotent), uninstalled after
+    this module: later modules (tests/e2e/test_crd_validation.py) write status by hand
+    and need no operator reconciling their objects."""
     install(crds.helm, marketdata_dir)
-    return crds
+    yield crds
+    crds.helm("uninstall", RELEASE, "--namespace", OPERATOR_NAMESPACE, "--wait", "--timeout", "120s", check=False)
 
 
 def operator_pod(kube) -> dict:

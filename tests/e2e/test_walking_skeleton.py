@@ -252,9 +252,11 @@ def test_tightening_the_risk_policy_soft_brakes_then_hard_stops(kube, namespace,
     wait_for(lambda: any("SOFT_BRAKE" in (e.message or "") for e in k.events("RiskStateChanged")), 10,
              message="a RiskStateChanged Event for SOFT_BRAKE")
     wait_for(lambda: (k.cond("risk", "RiskLimited") or {}).get("reason") == "SoftBrake", 10, message="RiskLimited=SoftBrake")
-    # hard limit below the current drawdown: cancel, flatten, stop
+    # hard limit below the current drawdown (the CRD's minimum is 0.1 %): cancel, flatten, stop
+    wait_for(lambda: D((k.strategy("risk").get("status") or {}).get("drawdownPercent", "0")) > D("0.25"), 120,
+             message="a drawdown above 0.25 % (room for a hard limit >= 0.1 % below it)")
     dd = D(k.strategy("risk")["status"]["drawdownPercent"])
-    k.patch("riskpolicies", "default", {"spec": {"hardMaxDrawdownPercent": float(max(dd / 4, D("0.001")))}})
+    k.patch("riskpolicies", "default", {"spec": {"hardMaxDrawdownPercent": float(max(dd / 2, D("0.1")))}})
     wait_for(lambda: k.strategy("risk")["status"].get("riskState") == "HARD_STOP", 15, message="HARD_STOP")
     wait_for(lambda: k.strategy("risk")["status"].get("openPositions") == 0, 15, message="positions flattened")
     wait_for(lambda: any("HARD_STOP" in (e.message or "") for e in k.events("RiskStateChanged")), 10,
