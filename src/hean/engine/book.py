@@ -78,9 +78,10 @@ def iter_orderbook_zip(path: Path) -> Iterator[dict]:
                         yield json.loads(line)
 
 
-def iter_ws_capture(path: Path, topic_prefix: str = "orderbook.") -> Iterator[dict]:
-    """Public WebSocket frames whose topic starts with ``topic_prefix`` from a
-    cryptofeed capture (``bybit/ws/BYBIT.jsonl.zst``)."""
+def iter_ws_capture(path: Path, topic_prefix: str | tuple[str, ...] = "orderbook.") -> Iterator[dict]:
+    """Public WebSocket frames whose topic starts with ``topic_prefix`` (a prefix or a
+    tuple of prefixes) from a cryptofeed capture (``bybit/ws/BYBIT.jsonl.zst``);
+    undecodable records are skipped."""
     import zstandard
 
     with Path(path).open("rb") as raw:

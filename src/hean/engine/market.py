@@ -51,7 +51,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from hean import _native
-from hean.engine.book import MAKER_TAKER, matcher_for, parse_fixed
+from hean.engine.book import MAKER_TAKER, iter_ws_capture, matcher_for, parse_fixed
 from hean.indicators.reference import EMA as _RefEMA
 
 __all__ = [
@@ -200,22 +200,7 @@ def read_market_frames(path: Path) -> list[dict]:
                             except ValueError:
                                 continue
         return out
-    import zstandard
-
-    with path.open("rb") as raw:
-        reader = io.TextIOWrapper(zstandard.ZstdDecompressor().stream_reader(raw), encoding="utf-8")
-        for line in reader:
-            if '"recv"' not in line[:40]:
-                continue
-            rec = json.loads(line)
-            if rec.get("t") != "recv":
-                continue
-            try:
-                msg = json.loads(rec["data"])
-            except (TypeError, ValueError):
-                continue
-            if isinstance(msg, dict) and str(msg.get("topic", "")).startswith(_TOPICS):
-                out.append(msg)
+    out.extend(iter_ws_capture(path, _TOPICS))
     return out
 
 
