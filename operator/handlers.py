@@ -312,6 +312,8 @@ async def reconcile_strategy(state: OperatorState, key: tuple[str, str]) -> None
                     continue  # the worker posts RiskStateChanged itself
                 if c["type"] == api.COND_TRADING and (old_by.get(c["type"]) or {}).get("status") == c["status"]:
                     continue  # only status flips of Trading are Events
+                if not rc.event_worthy(old_by.get(c["type"]), c):
+                    continue  # start-up progress (pending, not ready yet) is not an Event
                 await post_event(state.api_client, strategy, c["reason"], f"{c['type']}={c['status']}: {c['message']}",
                                  _event_type(c), "hean-operator")
 

@@ -656,6 +656,22 @@ def condition_transitions(old: list[dict] | None, new: list[dict]) -> list[dict]
     return out
 
 
+#: Reasons a condition passes through on every normal start-up (pod created, then
+#: running, then ready). They are Events only when they are a regression, i.e. the
+#: condition was True before: 200 strategies starting at once otherwise post 600
+#: Events that say nothing a user acts on (and cost the API server 600 writes).
+PROGRESS_REASONS = frozenset({"WorkerPending", "WorkerNotReady", "NotReady"})
+
+
+def event_worthy(old: dict | None, new: dict) -> bool:
+    """Whether the condition transition ``old`` -> ``new`` (condition dicts; ``old``
+    None when the condition is new) deserves an Event: always, except entering a
+    start-up progress reason (:data:`PROGRESS_REASONS`) from anything but True."""
+    if new.get("reason") in PROGRESS_REASONS:
+        return (old or {}).get("status") == "True"
+    return True
+
+
 def status_changed(current: dict | None, desired: dict) -> bool:
     """True if any key of ``desired`` differs from ``current`` (skip no-op writes)."""
     current = current or {}

@@ -358,6 +358,44 @@ class WorkerCollector:
         yield dr
 
 
+def quiet_server(config):
+    """A ``uvicorn.Server`` for ``config`` whose housekeeping loop ticks once per
+    second instead of ten times (uvicorn's ``main_loop`` sleeps 0.1 s between
+    ``on_tick`` calls: a fifth of an idle worker's CPU, measured with py-spy ``--gil``,
+    x 200 workers per node). ``on_tick`` still refreshes the ``Date`` header every tick;
+    :meth:`request_exit` stops it at once (the worker handles signals itself).
+    """
+    import asyncio
+
+    import uvicorn
+
+    class QuietServer(uvicorn.Server):
+        def __init__(self, cfg) -> None:
+            super().__init__(cfg)
+            self._exit_requested = asyncio.Event()
+
+        def install_signal_handlers(self) -> None:  # the worker handles SIGTERM/SIGINT
+            return None
+
+        def request_exit(self) -> None:
+            """Stop serving now (finishes in-flight requests as uvicorn does)."""
+            self.should_exit = True
+            self._exit_requested.set()
+
+        async def main_loop(self) -> None:
+            counter = 0
+            should_exit = await self.on_tick(counter)
+            while not should_exit:
+                counter = (counter + 10) % 864000  # a multiple of 10: on_tick's once-a-second work runs
+                try:
+                    await asyncio.wait_for(self._exit_requested.wait(), 1.0)
+                except asyncio.TimeoutError:
+                    pass
+                should_exit = await self.on_tick(counter)
+
+    return QuietServer(config)
+
+
 def build_app(worker: "Worker") -> FastAPI:
     """The FastAPI application serving ``worker``."""
     app = FastAPI(title="hean worker", docs_url=None, redoc_url=None, openapi_url=None)

@@ -48,6 +48,15 @@ def test_instrument_rules_from_the_real_capture(marketdata_dir):
         btc.round_price(D("1"), "sideways")
 
 
+def test_instruments_can_be_loaded_for_the_wanted_symbols_only(marketdata_dir):
+    full = load_instruments(marketdata_dir)
+    wanted = [("linear", "BTCUSDT"), ("spot", "ETHUSDT"), ("linear", "NOSUCHUSDT")]
+    some = load_instruments(marketdata_dir, wanted)
+    assert set(some) == {("linear", "BTCUSDT"), ("spot", "ETHUSDT")}
+    assert all(some[k] == full[k] for k in some)
+    assert len(full) > 1000
+
+
 def test_kline_stream_is_load_klines_read_lazily(marketdata_dir):
     from collections import Counter
 

@@ -118,6 +118,22 @@ def test_last_transition_time_only_moves_on_status_change():
     assert rc.condition_transitions(old, [rc.condition("Ready", True, "A", "x", 1)]) == []
 
 
+def test_start_up_progress_is_an_event_only_as_a_regression():
+    pending = rc.condition("Ready", False, "WorkerPending", "worker pod is pending", 1)
+    not_ready = rc.condition("Ready", False, "WorkerNotReady", "running but not ready", 1)
+    ready = rc.condition("Ready", True, "WorkerReady", "ready", 1)
+    crash = rc.condition("Ready", False, "WorkerCrashLooping", "crash looping", 1)
+    assert not rc.event_worthy(None, pending)          # first status of a new strategy
+    assert not rc.event_worthy(pending, not_ready)     # pod started, not ready yet
+    assert rc.event_worthy(not_ready, ready)           # became ready
+    assert rc.event_worthy(ready, not_ready)           # lost readiness: a regression
+    assert rc.event_worthy(ready, pending)             # pod gone after being ready
+    assert rc.event_worthy(None, crash) and rc.event_worthy(pending, crash)
+    trading_off = rc.condition("Trading", False, "NotReady", "the worker is not ready", 1)
+    assert not rc.event_worthy(None, trading_off)
+    assert rc.event_worthy(rc.condition("Trading", True, "Trading", "x", 1), trading_off)
+
+
 def test_policy_status_counts_users_and_worst_state():
     pol = {"metadata": {"name": "default", "namespace": "ns", "generation": 1}}
     a, b, other = strategy(), strategy(), strategy(riskPolicyRef={"name": "other"})
