@@ -67,10 +67,23 @@ inline i128 ceil_div(i128 n, i128 d) {  // d > 0
     if ((n % d != 0) && (n > 0)) ++q;
     return q;
 }
+[[noreturn]] inline void too_big(const char *what) {
+    throw std::invalid_argument(std::string(what) + " does not fit a 64-bit integer at this scale");
+}
 inline std::int64_t to_i64(i128 v, const char *what) {
-    if (v > INT64_MAX || v < INT64_MIN)
-        throw std::invalid_argument(std::string(what) + " does not fit a 64-bit integer at this scale");
+    if (v > INT64_MAX || v < INT64_MIN) too_big(what);
     return static_cast<std::int64_t>(v);
+}
+// n * tick as int64 (n from a Dec floor/ceil: any i128)
+inline std::int64_t times_tick(i128 n, std::int64_t tick, const char *what) {
+    i128 r;
+    if (n > INT64_MAX || n < INT64_MIN || __builtin_mul_overflow(n, static_cast<i128>(tick), &r)) too_big(what);
+    return to_i64(r, what);
+}
+// the Dec fallback's operands exceed 128-bit coefficients: refuse, naming the field
+[[noreturn]] inline void out_of_range(const char *what) {
+    throw std::invalid_argument(std::string(what) +
+                                ": operands outside the exact decimal range (coefficients of at most 38 digits)");
 }
 inline void check_tick(std::int64_t tick) {
     if (tick <= 0) throw std::invalid_argument("tick size must be > 0");
@@ -81,7 +94,7 @@ inline bool round_exact(i128 num, i128 den, bool up, std::int64_t tick, std::int
                         const char *what) {
     if (abs128(num) >= kExact || den <= 0 || den >= kExact) return false;
     const i128 n = up ? ceil_div(num, den) : floor_div(num, den);
-    *out = to_i64(n * tick, what);
+    *out = times_tick(n, tick, what);
     return true;
 }
 }  // namespace detail
@@ -108,8 +121,14 @@ inline std::int64_t taker_fill_price(std::int64_t ref, int side, Dec factor, std
         const i128 den = static_cast<i128>(tick) * detail::p10(-factor.e);
         if (detail::round_exact(num, den, up, tick, &out, "fill price")) return out;
     }
-    const Dec steps = dec_div(dec_mul(Dec{ref, 0}, factor), Dec{tick, 0});
-    return detail::to_i64((up ? dec_ceil(steps) : dec_floor(steps)) * tick, "fill price");
+    i128 n;
+    try {
+        const Dec steps = dec_div(dec_mul(Dec{ref, 0}, factor), Dec{tick, 0});
+        n = up ? dec_ceil(steps) : dec_floor(steps);
+    } catch (const std::overflow_error &) {
+        detail::out_of_range("fill price");
+    }
+    return detail::times_tick(n, tick, "fill price");
 }
 
 /// Price of a paper maker fill: a resting limit order fills at its own price
@@ -141,8 +160,13 @@ inline std::int64_t fee_e8(std::int64_t qty, std::int64_t price, int pq_decimals
             }
         }
     }
-    const Dec notional = dec_mul(Dec{qty, 0}, Dec{price, -pq_decimals});
-    const Dec fee = dec_quantize(dec_mul(notional, rate), -8);
+    Dec fee;
+    try {
+        const Dec notional = dec_mul(Dec{qty, 0}, Dec{price, -pq_decimals});
+        fee = dec_quantize(dec_mul(notional, rate), -8);
+    } catch (const std::overflow_error &) {
+        detail::out_of_range("fee");
+    }
     return detail::to_i64(fee.m, "fee");
 }
 
@@ -190,10 +214,16 @@ inline std::int64_t protective_price(std::int64_t price, int pd, Dec distance, i
             }
         }
     }
-    const Dec px{price, -pd};
-    const Dec x = up ? dec_add(px, distance) : dec_sub(px, distance);
-    const Dec steps = dec_div(x, Dec{tick, -pd});
-    return detail::to_i64((up ? dec_ceil(steps) : dec_floor(steps)) * tick, "stop/target price");
+    i128 n;
+    try {
+        const Dec px{price, -pd};
+        const Dec x = up ? dec_add(px, distance) : dec_sub(px, distance);
+        const Dec steps = dec_div(x, Dec{tick, -pd});
+        n = up ? dec_ceil(steps) : dec_floor(steps);
+    } catch (const std::overflow_error &) {
+        detail::out_of_range("stop/target price");
+    }
+    return detail::times_tick(n, tick, "stop/target price");
 }
 
 /// Stop-loss / take-profit check of one candle for an open position
