@@ -5,7 +5,12 @@ One :class:`Engine` per TradingStrategy. It is fed candles in time order
 quarantines, pause) between candles; it never blocks and does no I/O, so the same
 object serves a replay and a live paper feed.
 
-Execution model (paper, documented so results can be checked by hand):
+Execution model (paper, documented so results can be checked by hand). Paper fills
+are ONE C++ model shared with the native replay (``native/include/hean/fill.hpp``,
+called here through :mod:`hean.engine.fill`): fill prices, fees, reduce-only clipping,
+stop/target levels and the candle exit trigger are computed by the same code in
+replay and live paper trading, so the two cannot drift apart. The exchange path
+(``executor`` set) books the exchange's fills instead.
 
 * A decision taken on a candle's close is sent as a market order and filled at the
   **next** candle's open of that symbol (no look-ahead), worsened by

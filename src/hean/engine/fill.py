@@ -48,23 +48,41 @@ _SIDES = {"Buy": 1, "Sell": -1}
 
 
 def _decimals(value: Decimal, field: str) -> int:
-    if not value.is_finite():
+    exp = value.as_tuple().exponent
+    if not isinstance(exp, int):  # 'n', 'N', 'F': NaN, sNaN, Infinity
         raise ValueError(f"{field} must be a finite Decimal, got {value!r}")
-    d = max(0, -value.as_tuple().exponent)
-    if d > MAX_DECIMALS:
-        raise ValueError(f"{field} {value} has {d} decimals; at most {MAX_DECIMALS} are supported")
-    return d
+    if exp >= 0:
+        return 0
+    if -exp > MAX_DECIMALS:
+        raise ValueError(f"{field} {value} has {-exp} decimals; at most {MAX_DECIMALS} are supported")
+    return -exp
 
 
 def _scaled(value: Decimal, d: int, field: str) -> int:
     """``value * 10^d`` as an exact int64 (``d`` >= the value's decimals)."""
-    sign, digits, exp = value.as_tuple()
-    n = int("".join(map(str, digits)) or "0") * 10 ** (exp + d)
-    if sign:
-        n = -n
+    if value.adjusted() + d < 19:  # < 10^19 units: scaleb is exact (<= 28 digits)
+        n = int(value.scaleb(d))
+    else:
+        sign, digits, exp = value.as_tuple()
+        n = int("".join(map(str, digits)) or "0") * 10 ** (exp + d)
+        if sign:
+            n = -n
     if not -_I64 <= n < _I64:
         raise ValueError(f"{field} {value} does not fit a 64-bit integer at {d} decimals")
     return n
+
+
+def _units(*pairs: tuple[Decimal, str], at_least: int = 0) -> tuple[int, list[int]]:
+    """Scale several ``(value, field)`` pairs to one exact int64 unit 10^-d, ``d`` = the
+    most decimals among them (and ``at_least``). Returns ``(d, [units...])``."""
+    d = at_least
+    for v, field in pairs:
+        exp = v.as_tuple().exponent
+        if not isinstance(exp, int) or -exp > MAX_DECIMALS:
+            _decimals(v, field)  # raises the ValueError naming the field
+        if -exp > d:
+            d = -exp
+    return d, [_scaled(v, d, field) for v, field in pairs]
 
 
 def _side(side: str) -> int:
@@ -85,9 +103,8 @@ def taker_fill_price(ref: Decimal, side: str, slippage_bps: Decimal, tick: Decim
     worsened by ``slippage_bps`` basis points and rounded to ``tick`` against the trader.
     Computed by ``hean._native.fill_taker_price``. ValueError: bad side, a value that
     does not fit (names the field), ``tick`` <= 0."""
-    d = max(_decimals(ref, "ref_price"), _decimals(tick, "tick_size"))
-    units = _native.fill_taker_price(_scaled(ref, d, "ref_price"), _side(side), str(slippage_bps),
-                                     _scaled(tick, d, "tick_size"))
+    d, (r, t) = _units((ref, "ref_price"), (tick, "tick_size"))
+    units = _native.fill_taker_price(r, _side(side), str(slippage_bps), t)
     return _price(units, d, tick)
 
 
@@ -104,9 +121,9 @@ def fill_fee(qty: Decimal, price: Decimal, rate: Decimal, qty_step: Decimal, tic
     """Fee (USDT, exponent -8) of a fill of ``qty`` (base coin) at ``price`` (USDT) with fee
     ``rate`` (fraction of notional): ``(qty * price * rate)`` quantized half-even to 1e-8,
     by ``hean._native.fill_fee_e8``. ValueError names a field that does not fit."""
-    qd = max(_decimals(qty, "qty"), _decimals(qty_step, "qty_step"))
-    pd = max(_decimals(price, "price"), _decimals(tick, "tick_size"))
-    e8 = _native.fill_fee_e8(_scaled(qty, qd, "qty"), _scaled(price, pd, "price"), pd + qd, str(rate))
+    qd, (q,) = _units((qty, "qty"), at_least=_decimals(qty_step, "qty_step"))
+    pd, (p,) = _units((price, "price"), at_least=_decimals(tick, "tick_size"))
+    e8 = _native.fill_fee_e8(q, p, pd + qd, str(rate))
     return Decimal(e8).scaleb(-8)
 
 
@@ -115,9 +132,8 @@ def reduce_only_qty(qty: Decimal, position: Decimal, side: str, qty_step: Decima
     ``position`` (base coin): ``min(qty, |position|)`` (as that Decimal object) if the
     order reduces the position, else None (rejected: REDUCE_ONLY_NO_POSITION). Decided
     by ``hean._native.fill_reduce_only_qty``."""
-    d = max(_decimals(qty, "qty"), _decimals(position, "position"), _decimals(qty_step, "qty_step"))
-    q = _scaled(qty, d, "qty")
-    out = _native.fill_reduce_only_qty(q, _scaled(position, d, "position"), _side(side))
+    _, (q, pos) = _units((qty, "qty"), (position, "position"), at_least=_decimals(qty_step, "qty_step"))
+    out = _native.fill_reduce_only_qty(q, pos, _side(side))
     if out == 0:
         return None
     return qty if out == q else abs(position)
@@ -129,8 +145,7 @@ def protective_prices(side: str, price: Decimal, stop_distance: Decimal, target_
     ``stop_distance``/``target_distance`` USDT away, rounded to ``tick`` away from the fill
     (``hean._native.fill_protective_price``). Returns ``(stop, target)``."""
     s = _side(side)
-    d = max(_decimals(price, "fill_price"), _decimals(tick, "tick_size"))
-    p, t = _scaled(price, d, "fill_price"), _scaled(tick, d, "tick_size")
+    d, (p, t) = _units((price, "fill_price"), (tick, "tick_size"))
     stop = _native.fill_protective_price(p, d, str(stop_distance), -s, t)
     target = _native.fill_protective_price(p, d, str(target_distance), s, t)
     return _price(stop, d, tick), _price(target, d, tick)
@@ -142,13 +157,11 @@ def exit_trigger(long_position: bool, open_: Decimal, high: Decimal, low: Decima
     "TAKE_PROFIT", ref)`` with ``ref`` the exit fill's reference price (the level, or the
     open if the candle gapped through it; one of the given Decimals), or None. The stop is
     checked first. Decided by ``hean._native.fill_exit_trigger``."""
-    d = max(_decimals(open_, "open"), _decimals(high, "high"), _decimals(low, "low"),
-            _decimals(stop, "stop_price"), _decimals(target, "target_price"))
-    o = _scaled(open_, d, "open")
-    hit, ref = _native.fill_exit_trigger(long_position, o, _scaled(high, d, "high"), _scaled(low, d, "low"),
-                                         _scaled(stop, d, "stop_price"), _scaled(target, d, "target_price"))
+    d, (o, hi, lo, st, tg) = _units((open_, "open"), (high, "high"), (low, "low"), (stop, "stop_price"),
+                                    (target, "target_price"))
+    hit, ref = _native.fill_exit_trigger(long_position, o, hi, lo, st, tg)
     if hit == 0:
         return None
     level = stop if hit == 1 else target
     # min/max(level, open) returns the level on a tie
-    return ("STOP_LOSS" if hit == 1 else "TAKE_PROFIT"), (level if ref == _scaled(level, d, "level") else open_)
+    return ("STOP_LOSS" if hit == 1 else "TAKE_PROFIT"), (level if ref == (st if hit == 1 else tg) else open_)
