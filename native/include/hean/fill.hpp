@@ -150,7 +150,7 @@ inline std::int64_t fee_e8(std::int64_t qty, std::int64_t price, int pq_decimals
             if (shift <= 0) {
                 if (shift >= -10) return detail::to_i64(c * detail::p10(-shift), "fee");
             } else if (shift <= 38) {
-                if (shift > 27) return 0;  // |c| < 10^27 <= half of 10^shift... (exactly 0 after rounding)
+                if (shift > 27) return 0;  // |c| < 10^27 < 10^shift / 2: rounds to 0
                 const i128 d = detail::p10(shift);
                 i128 q = c / d;
                 const i128 r = detail::abs128(c % d);
