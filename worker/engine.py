@@ -5,7 +5,12 @@ One :class:`Engine` per TradingStrategy. It is fed candles in time order
 quarantines, pause) between candles; it never blocks and does no I/O, so the same
 object serves a replay and a live paper feed.
 
-Execution model (paper, documented so results can be checked by hand):
+Execution model (paper, documented so results can be checked by hand). Paper fills
+are ONE C++ model shared with the native replay (``native/include/hean/fill.hpp``,
+called here through :mod:`hean.engine.fill`): fill prices, fees, reduce-only clipping,
+stop/target levels and the candle exit trigger are computed by the same code in
+replay and live paper trading, so the two cannot drift apart. The exchange path
+(``executor`` set) books the exchange's fills instead.
 
 * A decision taken on a candle's close is sent as a market order and filled at the
   **next** candle's open of that symbol (no look-ahead), worsened by
@@ -52,6 +57,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 
 from hean import api
+from hean.engine import fill as _fillmodel  # the C++ paper-fill model shared with the native replay
 from hean.marketdata import Bar, Instrument
 
 from . import router as _router
@@ -385,17 +391,16 @@ class Engine:
 
     def _fill(self, st: SymbolState, side: str, qty: Decimal, ref_price: Decimal, ts_ms: int,
               order_link_id: str, reason: str, maker: bool = False, leg: bool = False) -> Fill:
+        """Book one paper fill. Price and fee come from the shared C++ paper-fill model
+        (:mod:`hean.engine.fill`, the code the native replay fills with)."""
         inst = (st.leg_instrument or st.instrument) if leg else st.instrument
         if maker:  # a resting limit fills at its own price, no slippage, maker fee
-            price, rate = ref_price, (FEES["spot"][1] if leg else self.maker_fee)
+            price, rate = _fillmodel.maker_fill_price(ref_price), (FEES["spot"][1] if leg else self.maker_fee)
         else:
-            slip = Decimal(str(self.spec.execution.slippageBps)) * BPS
-            if side == "Buy":
-                price = inst.round_price(ref_price * (1 + slip), "up")
-            else:
-                price = inst.round_price(ref_price * (1 - slip), "down")
+            price = _fillmodel.taker_fill_price(ref_price, side, Decimal(str(self.spec.execution.slippageBps)),
+                                                inst.tick_size)
             rate = FEES["spot"][0] if leg else self.taker_fee
-        fee = (qty * price * rate).quantize(Decimal("0.00000001"))
+        fee = _fillmodel.fill_fee(qty, price, rate, inst.qty_step, inst.tick_size)
         symbol = f"{st.symbol}.SPOT" if leg else st.symbol
         fill = Fill(f"{order_link_id}-f", order_link_id, symbol, side, qty, price, fee, ts_ms,
                     "maker" if maker else "taker", reason)
@@ -416,8 +421,10 @@ class Engine:
             st.leg_pending = None
             leg_ref = st.leg_open if st.leg_fed and st.leg_open is not None else ref_price
             lpos = self.ledger.position(leg.symbol)
-            if not leg.reduce_only or (lpos.size != 0 and (lpos.size > 0) != (leg.side == "Buy")):
-                qty = min(leg.qty, abs(lpos.size)) if leg.reduce_only else leg.qty
+            linst = st.leg_instrument or st.instrument
+            qty = _fillmodel.reduce_only_qty(leg.qty, lpos.size, leg.side, linst.qty_step) \
+                if leg.reduce_only else leg.qty
+            if qty is not None:
                 self._fill(st, leg.side, qty, leg_ref, ts_ms, leg.order_link_id, leg.reason, leg=True)
         order = st.pending
         if order is None:
@@ -442,10 +449,10 @@ class Engine:
         pos = self.ledger.position(st.symbol)
         qty = order.qty
         if order.reduce_only:
-            if pos.size == 0 or (pos.size > 0) == (order.side == "Buy"):
+            qty = _fillmodel.reduce_only_qty(qty, pos.size, order.side, st.instrument.qty_step)
+            if qty is None:
                 self.rejects["REDUCE_ONLY_NO_POSITION"] += 1
                 return
-            qty = min(qty, abs(pos.size))
         fill = self._fill(st, order.side, qty, order.price if maker else ref_price, ts_ms, order.order_link_id,
                           order.reason, maker)
         if order.reduce_only:
@@ -453,32 +460,21 @@ class Engine:
                 st.stop_price = st.target_price = None
                 st.cooldown_left = st.strategy.cooldown_bars
         elif order.stop_distance > 0:
-            if order.side == "Buy":
-                st.stop_price = st.instrument.round_price(fill.price - order.stop_distance, "down")
-                st.target_price = st.instrument.round_price(fill.price + order.target_distance, "up")
-            else:
-                st.stop_price = st.instrument.round_price(fill.price + order.stop_distance, "up")
-                st.target_price = st.instrument.round_price(fill.price - order.target_distance, "down")
+            st.stop_price, st.target_price = _fillmodel.protective_prices(
+                order.side, fill.price, order.stop_distance, order.target_distance, st.instrument.tick_size)
 
     def _check_exits(self, st: SymbolState, bar: Bar) -> None:
         pos = self.ledger.position(st.symbol)
         if pos.size == 0 or st.stop_price is None or st.target_price is None:
             return
         long = pos.size > 0
+        hit = _fillmodel.exit_trigger(long, bar.open, bar.high, bar.low, st.stop_price, st.target_price)
+        if hit is None:
+            return
+        why, ref = hit
         self.order_seq += 1
         link = f"{self.name[:20]}-{self.order_seq}"[:36]
         exit_side = "Sell" if long else "Buy"
-        if long and bar.low <= st.stop_price:
-            ref, why = min(st.stop_price, bar.open), "STOP_LOSS"
-        elif not long and bar.high >= st.stop_price:
-            ref, why = max(st.stop_price, bar.open), "STOP_LOSS"
-        elif long and bar.high >= st.target_price:
-            ref, why = max(st.target_price, bar.open), "TAKE_PROFIT"
-        elif not long and bar.low <= st.target_price:
-            ref, why = min(st.target_price, bar.open), "TAKE_PROFIT"
-        else:
-            self.order_seq -= 1
-            return
         self.orders_sent += 1
         self._fill(st, exit_side, abs(pos.size), ref, bar.ts_ms, link, why)
         st.stop_price = st.target_price = None

@@ -20,6 +20,7 @@ using namespace nb::literals;
 void bind_engine(nb::module_ &m);
 void bind_book(nb::module_ &m);
 void bind_market(nb::module_ &m);
+void bind_fill(nb::module_ &m);
 
 namespace {
 
@@ -657,4 +658,5 @@ NB_MODULE(_native, m) {
     bind_engine(m);
     bind_book(m);
     bind_market(m);
+    bind_fill(m);
 }

@@ -1,6 +1,7 @@
 // The paper-trading engine (see include/hean/engine.hpp). Every method names
 // the worker/engine.py method it transcribes; keep the two in step.
 #include "hean/engine.hpp"
+#include "hean/fill.hpp"  // the paper-fill model shared with the worker
 
 #include <chrono>
 #include <cstdint>
@@ -18,7 +19,6 @@ std::int64_t wall_ms() {
 const Dec kOne{1, 0};
 const Dec kZero{0, 0};
 const Dec kHundred{100, 0};
-const Dec kBps{1, -4};
 const Dec kSoftRelease{8, -1};  // SOFT_BRAKE_RELEASE = 0.8
 }  // namespace
 
@@ -52,8 +52,8 @@ PaperEngine::PaperEngine(const EngineConfig &cfg) : cfg_(cfg) {
     sqrt_lookback_ = std::sqrt(static_cast<double>(p.lookback));
     price_scale_f_ = static_cast<double>(pow10_128(pd));
     money_per_fee_ = pow10_128(md - 8);
-    slip_up_ = dec_add(kOne, dec_mul(cfg.slippage_bps, kBps));
-    slip_down_ = dec_sub(kOne, dec_mul(cfg.slippage_bps, kBps));
+    slip_up_ = fill::slippage_factor(cfg.slippage_bps, 1);
+    slip_down_ = fill::slippage_factor(cfg.slippage_bps, -1);
     risk_fraction_dec_ = dec_from_double_repr(p.risk_fraction);
     bool exact = true;
     cash_ = dec_to_scaled(cfg.capital, md, &exact);
@@ -87,8 +87,8 @@ void PaperEngine::update_spec(const EngineParams &np, bool paused, Dec slippage_
     cfg_.paused = paused;
     cfg_.slippage_bps = slippage_bps;
     cfg_.spec_max_leverage = spec_max_leverage;
-    slip_up_ = dec_add(kOne, dec_mul(slippage_bps, kBps));
-    slip_down_ = dec_sub(kOne, dec_mul(slippage_bps, kBps));
+    slip_up_ = fill::slippage_factor(slippage_bps, 1);
+    slip_down_ = fill::slippage_factor(slippage_bps, -1);
     risk_fraction_dec_ = dec_from_double_repr(np.risk_fraction);
     sqrt_lookback_ = std::sqrt(static_cast<double>(np.lookback));
     if (reset) {  // SymbolState.reset_indicators
@@ -276,26 +276,14 @@ void PaperEngine::queue(int s, int side, std::int64_t qty, bool reduce_only, int
     order_times_.push_back(now_ms_);
 }
 
-// Instrument.round_price: steps = price / tick (28 digits), floor/ceil, * tick.
-std::int64_t PaperEngine::round_price(const Sym &st, Dec price, bool up) const {
-    const Dec steps = dec_div(price, st.tick_dec);
-    const i128 n = up ? dec_ceil(steps) : dec_floor(steps);
-    return static_cast<std::int64_t>(n * st.inst.tick);
-}
-
 void PaperEngine::fill(int s, int side, std::int64_t qty, std::int64_t ref, std::int64_t ts,
                        std::int64_t seq, int reason) {
     Sym &st = sym_[s];
     const int pd = cfg_.price_decimals, qd = cfg_.qty_decimals;
-    // Engine._fill: slippage against the trader, rounded to the tick.
-    std::int64_t price;
-    const Dec ref_dec{ref, -pd};
-    if (side > 0) price = round_price(st, dec_mul(ref_dec, slip_up_), true);
-    else price = round_price(st, dec_mul(ref_dec, slip_down_), false);
-    // fee = (qty * price * taker).quantize(1e-8), half-even
-    const Dec notional{static_cast<i128>(qty) * price, -(pd + qd)};
-    const Dec fee = dec_quantize(dec_mul(notional, cfg_.taker_fee), -8);
-    const std::int64_t fee_e8 = static_cast<std::int64_t>(fee.m);
+    // Engine._fill through the shared paper-fill model (hean/fill.hpp): slippage
+    // against the trader rounded to the tick; fee quantized half-even to 1e-8.
+    const std::int64_t price = fill::taker_fill_price(ref, side, side > 0 ? slip_up_ : slip_down_, st.inst.tick);
+    const std::int64_t fee_e8 = fill::fee_e8(qty, price, pd + qd, cfg_.taker_fee);
     if (price <= 0 || qty <= 0) throw std::logic_error("fill with non-positive price or quantity");
     // Ledger.apply
     const std::int64_t signed_qty = side > 0 ? qty : -qty;
@@ -352,12 +340,11 @@ void PaperEngine::execute_pending(int s, const Bar &b) {
     const Order o = st.pending;
     std::int64_t qty = o.qty;
     if (o.reduce_only) {
-        if (st.size == 0 || (st.size > 0) == (o.side > 0)) {
+        qty = fill::reduce_only_qty(qty, st.size, o.side);
+        if (qty == 0) {
             ++rejects_[J_REDUCE_ONLY_NO_POSITION];
             return;
         }
-        const std::int64_t a = st.size < 0 ? -st.size : st.size;
-        if (a < qty) qty = a;
     }
     fill(s, o.side, qty, b.open, b.ts, o.seq, o.reason);
     const FillRec &f = fills_.back();
@@ -367,14 +354,9 @@ void PaperEngine::execute_pending(int s, const Bar &b) {
             st.cooldown_left = cfg_.params.cooldown_bars;
         }
     } else {
-        const Dec px{f.price, -cfg_.price_decimals};
-        if (o.side > 0) {
-            st.stop = round_price(st, dec_sub(px, o.stop_distance), false);
-            st.target = round_price(st, dec_add(px, o.target_distance), true);
-        } else {
-            st.stop = round_price(st, dec_add(px, o.stop_distance), true);
-            st.target = round_price(st, dec_sub(px, o.target_distance), false);
-        }
+        const int pd = cfg_.price_decimals;
+        st.stop = fill::protective_price(f.price, pd, o.stop_distance, -o.side, st.inst.tick);
+        st.target = fill::protective_price(f.price, pd, o.target_distance, o.side, st.inst.tick);
         st.has_stop = true;
     }
 }
@@ -385,22 +367,9 @@ void PaperEngine::check_exits(int s, const Bar &b) {
     if (st.size == 0 || !st.has_stop) return;
     const bool lng = st.size > 0;
     std::int64_t ref;
-    int why;
-    if (lng && b.low <= st.stop) {
-        ref = st.stop < b.open ? st.stop : b.open;
-        why = F_STOP_LOSS;
-    } else if (!lng && b.high >= st.stop) {
-        ref = st.stop > b.open ? st.stop : b.open;
-        why = F_STOP_LOSS;
-    } else if (lng && b.high >= st.target) {
-        ref = st.target > b.open ? st.target : b.open;
-        why = F_TAKE_PROFIT;
-    } else if (!lng && b.low <= st.target) {
-        ref = st.target < b.open ? st.target : b.open;
-        why = F_TAKE_PROFIT;
-    } else {
-        return;
-    }
+    const int hit = fill::exit_trigger(lng, b.open, b.high, b.low, st.stop, st.target, &ref);
+    if (hit == 0) return;
+    const int why = hit == 1 ? F_STOP_LOSS : F_TAKE_PROFIT;
     ++order_seq_;
     ++orders_sent_;
     fill(s, lng ? -1 : 1, lng ? st.size : -st.size, ref, b.ts, order_seq_, why);

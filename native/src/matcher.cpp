@@ -1,5 +1,6 @@
 // Paper matching engine (see include/hean/matcher.hpp).
 #include "hean/matcher.hpp"
+#include "hean/fill.hpp"
 
 #include <algorithm>
 #include <stdexcept>
@@ -32,9 +33,8 @@ SubmitResult PaperMatcher::reject(int code, const char *msg) {
 
 void PaperMatcher::add_fill(MOrder &o, std::int64_t price, std::int64_t qty, bool maker, std::int64_t ts) {
     if (qty <= 0) return;
-    const Dec notional{static_cast<i128>(price) * qty, -(pd_ + qd_)};
-    const Dec fee = dec_quantize(dec_mul(notional, maker ? maker_fee_ : taker_fee_), -8);
-    const std::int64_t fee_e8 = static_cast<std::int64_t>(fee.m);
+    // the fee rule of the shared paper-fill model (hean/fill.hpp): quantized half-even to 1e-8
+    const std::int64_t fee_e8 = fill::fee_e8(qty, price, pd_ + qd_, maker ? maker_fee_ : taker_fee_);
     fills.push_back(MFill{o.id, ts, price, qty, fee_e8, o.side, maker});
     fees_e8 += fee_e8;
     position += o.side > 0 ? qty : -qty;

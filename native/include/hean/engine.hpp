@@ -223,7 +223,6 @@ private:
     int entry_block(const Sym &st, bool warm) const;
     template <class Signal>
     int try_entry(int s, const Features &f, Signal &&signal);
-    std::int64_t round_price(const Sym &st, Dec price, bool up) const;
     i128 gross_notional() const;
     // entries sent but not filled yet count against maxOpenPositions and leverage
     int open_or_pending_entries() const;

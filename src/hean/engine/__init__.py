@@ -8,6 +8,9 @@
   position, exact fees, Bybit retCodes), readers for recorded book data and a
   pure-Python :class:`ReferenceBook`; :func:`replay_market` feeds recorded book and
   trade frames through a matcher with a Python strategy hook.
+* :mod:`hean.engine.fill`: the paper-fill model (C++ ``native/include/hean/fill.hpp``)
+  at the Decimal boundary; the replay's fills and the live worker's paper fills are
+  computed by the same functions.
 * :mod:`hean.engine.market`: the one-call native replay of recorded candles, trades
   and book updates (:func:`replay_market_native` over a :class:`MarketTape` from
   :func:`encode_frames`) and its pure-Python twin :func:`replay_market_reference`.
