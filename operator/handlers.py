@@ -137,21 +137,26 @@ def _now() -> datetime:
 
 async def ensure_rbac(state: OperatorState, strategy: dict) -> None:
     """Create the worker's ServiceAccount, Role and RoleBinding if missing (once per
-    strategy uid per operator run; the Role is patched to the desired rules)."""
+    strategy uid and symbol set per operator run). A Role that already existed (409)
+    is patched to the desired rules; a freshly created one already has them."""
     key = rc.rbac_key(strategy)  # uid + symbols: a symbols change re-patches the Role
     if key in state.rbac_done:
         return
     ns = strategy["metadata"]["namespace"]
     sa, role, rb = rc.desired_service_account(strategy), rc.desired_role(strategy), rc.desired_role_binding(strategy)
-    for create, body in ((lambda b: state.core.create_namespaced_service_account(ns, b), sa),
-                         (lambda b: state.rbac.create_namespaced_role(ns, b), role),
-                         (lambda b: state.rbac.create_namespaced_role_binding(ns, b), rb)):
+    existed = {}
+    for kind, create, body in (("sa", lambda b: state.core.create_namespaced_service_account(ns, b), sa),
+                               ("role", lambda b: state.rbac.create_namespaced_role(ns, b), role),
+                               ("rb", lambda b: state.rbac.create_namespaced_role_binding(ns, b), rb)):
         try:
             await create(body)
+            existed[kind] = False
         except ApiException as e:
             if e.status != 409:
                 raise
-    await state.rbac.patch_namespaced_role(role["metadata"]["name"], ns, {"rules": role["rules"]})
+            existed[kind] = True
+    if existed["role"]:
+        await state.rbac.patch_namespaced_role(role["metadata"]["name"], ns, {"rules": role["rules"]})
     state.rbac_done.add(key)
 
 

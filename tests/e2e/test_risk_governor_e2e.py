@@ -74,3 +74,28 @@ def test_consecutive_rejects_make_the_worker_create_a_symbol_quarantine(kube, na
     wait_for(lambda: k.strategy("aq")["status"].get("riskState") == "QUARANTINE", 15, message="QUARANTINE")
     reasons = {r["reason"] for r in k.strategy("aq")["status"].get("notTradingReasons") or []}
     assert reasons & {"SYMBOL_QUARANTINED", "SYMBOL_AUTO_QUARANTINED", "BELOW_MIN_ORDER"}
+
+
+def test_the_worker_role_follows_a_symbols_edit(kube, namespace, hean_installed):  # noqa: F811
+    """A new strategy's Role is created with its rules (no extra patch); a symbols edit
+    finds the Role existing and patches it, so the worker may patch the new symbol's
+    auto-quarantine too."""
+    from kubernetes import client
+
+    k = K(kube, namespace)
+    k.apply(policy())
+    k.apply(strategy("roles", ["BTCUSDT"], speed=1))
+    rbac = client.RbacAuthorizationV1Api(k.api)
+
+    def names():
+        try:
+            role = rbac.read_namespaced_role("roles-worker", namespace)
+        except Exception:  # noqa: BLE001 - 404 until the operator creates it
+            return None
+        return sorted(n for r in role.rules if "patch" in r.verbs and r.resources == ["symbolquarantines"]
+                      for n in r.resource_names or [])
+
+    assert wait_for(names, 60, message="the worker Role") == ["auto-roles-btcusdt"]
+    k.patch("tradingstrategies", "roles", {"spec": {"symbols": ["BTCUSDT", "ETHUSDT"]}})
+    wait_for(lambda: names() == ["auto-roles-btcusdt", "auto-roles-ethusdt"], 60,
+             message="the Role patched for the new symbol")
