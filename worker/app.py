@@ -850,7 +850,7 @@ class Worker:
         SIGTERM/SIGINT, then write a last status and exit."""
         import uvicorn
 
-        from .http import build_app, quiet_server
+        from .http import build_app, quiet_server, with_probe_fast_path
 
         self.api_client = await load_config()
         ns = self.settings.namespace
@@ -874,7 +874,7 @@ class Worker:
 
                 return JSONResponse({"error": str(e)}, status_code=400)
         app.add_api_route("/trades", trades, methods=["GET"])
-        server = quiet_server(uvicorn.Config(app, host=self.settings.bind_address,
+        server = quiet_server(uvicorn.Config(with_probe_fast_path(app, self), host=self.settings.bind_address,
                                              port=self.settings.http_port, log_level="warning",
                                              access_log=False))
         stop = asyncio.Event()

@@ -358,6 +358,41 @@ class WorkerCollector:
         yield dr
 
 
+PROBE_PATHS = ("/healthz", "/readyz")
+
+
+def probe_answer(worker: "Worker", path: str) -> tuple[int, dict]:
+    """HTTP status and JSON body of the kubelet probes: ``/healthz`` is always
+    ``200 {"ok": true}``; ``/readyz`` is ``200 {"ready": true}`` once the worker
+    trades, else ``503 {"ready": false, "reason": <spec/data error or "starting">}``."""
+    if path == "/healthz":
+        return 200, {"ok": True}
+    if worker.ready:
+        return 200, {"ready": True}
+    return 503, {"ready": False, "reason": worker.spec_error or worker.data_error or "starting"}
+
+
+def with_probe_fast_path(app, worker: "Worker"):
+    """The ASGI app ``app`` with ``GET /healthz`` and ``GET /readyz`` answered before
+    FastAPI's middleware and routing stack (same answers, :func:`probe_answer`). The
+    kubelet probes every worker every 2 s; through FastAPI each probe cost about five
+    times the CPU of this direct answer."""
+    import json as _json
+
+    async def asgi(scope, receive, send):
+        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD") and scope["path"] in PROBE_PATHS:
+            code, body = probe_answer(worker, scope["path"])
+            data = _json.dumps(body, separators=(",", ":")).encode()
+            await send({"type": "http.response.start", "status": code,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", str(len(data)).encode())]})
+            await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else data})
+            return
+        await app(scope, receive, send)
+
+    return asgi
+
+
 def quiet_server(config):
     """A ``uvicorn.Server`` for ``config`` whose housekeeping loop ticks once per
     second instead of ten times (uvicorn's ``main_loop`` sleeps 0.1 s between
@@ -407,15 +442,14 @@ def build_app(worker: "Worker") -> FastAPI:
     registry.register(WorkerCollector(worker, obs))
 
     @app.get("/healthz")
-    async def healthz() -> dict:
-        return {"ok": True}
+    async def healthz() -> Response:
+        code, body = probe_answer(worker, "/healthz")
+        return JSONResponse(body, status_code=code)
 
     @app.get("/readyz")
     async def readyz() -> Response:
-        if worker.ready:
-            return JSONResponse({"ready": True})
-        reason = worker.spec_error or worker.data_error or "starting"
-        return JSONResponse({"ready": False, "reason": reason}, status_code=503)
+        code, body = probe_answer(worker, "/readyz")
+        return JSONResponse(body, status_code=code)
 
     @app.get("/why")
     async def why() -> dict:

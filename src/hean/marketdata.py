@@ -284,12 +284,16 @@ def load_instruments(marketdata_dir: Path,
     if not path.is_file():
         raise FileNotFoundError(f"instrument info capture not found: {path}")
     want = None if wanted is None else set(wanted)
+    want_categories = None if want is None else {c for c, _ in want}
     out: dict[tuple[str, str], Instrument] = {}
     with path.open("rb") as raw:
         reader = io.TextIOWrapper(zstandard.ZstdDecompressor().stream_reader(raw), encoding="utf-8")
         for line in reader:
             if '"http"' not in line[:40]:
                 continue
+            if want_categories is not None and not any(f"category={c}&" in line[:300] or f"category={c}\"" in line[:300]
+                                                       for c in want_categories):
+                continue  # another category's response: not even JSON-decoded
             rec = json.loads(line)
             if rec.get("t") != "http" or "instruments-info" not in rec.get("url", ""):
                 continue

@@ -63,7 +63,8 @@ PRELOAD = {
                     # imported lazily by every worker at start-up (py-spy: 8 % of a starting
                     # worker's CPU was these imports)
                     "hean.worker.state", "hean.worker.selection", "hean.worker.bybit.metrics", "redis.asyncio",
-                    "pydantic.v1", "fastapi.responses"),
+                    "pydantic.v1", "fastapi.responses", "uvicorn.protocols.http.auto", "uvicorn.protocols.http.h11_impl",
+                    "uvicorn.protocols.websockets.auto", "uvicorn.lifespan.on", "uvicorn.loops.auto"),
 }
 _PR_SET_PDEATHSIG = 1
 
