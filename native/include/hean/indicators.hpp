@@ -467,6 +467,13 @@ struct FusedOut {
     double *ema_fast, *ema_slow, *sma, *rsi, *atr, *bb_upper, *bb_middle, *bb_lower;
 };
 void check_fused(const FusedParams &p);
+/// Which compiled form the fast batch kernels use: "avx2" or "baseline" (x86-64
+/// SSE2). Chosen on first use from the CPU (environment HEAN_NATIVE_ISA=baseline
+/// forces the baseline). Both forms give identical bits.
+const char *batch_isa();
+/// Select "avx2", "baseline" or "auto"; false (nothing changed) for an unknown
+/// name or "avx2" on a CPU without AVX2.
+bool set_batch_isa(const char *name);
 /// One sweep over (high, low, close) computing EMA fast/slow, SMA, RSI, ATR and
 /// Bollinger; each output is bit-identical to the single-indicator kernel.
 /// fast = true: one sweep in blocks of 4096 bars running each indicator's

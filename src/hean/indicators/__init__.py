@@ -112,6 +112,7 @@ in [2, 1000000], got 1``, ``low must have the same length as high (10), got 9``,
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -156,7 +157,22 @@ def _check_out(out: Any) -> None:
         raise TypeError(f"out must be a writable C-contiguous numpy float64 array, got {got}")
 
 
-def ema(x: ArrayLike, period: int, lookahead: bool = False) -> FloatArray:
+def _exact(exact: bool, alias: bool | None, alias_name: str) -> bool:
+    """The ``exact`` flag passed to the kernel, honouring the deprecated alias
+    (``lookahead=True``/``fast=True`` = the fast form, now the default;
+    ``lookahead=False``/``fast=False`` = the exact form)."""
+    if alias is None:
+        return bool(exact)
+    warnings.warn(f"{alias_name}= is deprecated: the fast form is the default now; "
+                  f"pass exact=True for the form bit-identical to the streaming class",
+                  DeprecationWarning, stacklevel=3)
+    if alias and exact:
+        raise ValueError(f"exact=True contradicts {alias_name}=True")
+    return bool(exact) or not alias
+
+
+def ema(x: ArrayLike, period: int, *, exact: bool = False,
+        lookahead: bool | None = None) -> FloatArray:
     """Exponential moving average with TA-Lib seeding.
 
     Args:
@@ -170,13 +186,14 @@ def ema(x: ArrayLike, period: int, lookahead: bool = False) -> FloatArray:
         indices < period-1; out[period-1] = mean(x[:period]); then
         out[i] = out[i-1] + alpha*(x[i] - out[i-1]). Source: TA-Lib TA_EMA.
     """
-    return _native.ema(_as_input("x", x), period, lookahead)
+    return _native.ema(_as_input("x", x), period, _exact(exact, lookahead, "lookahead"))
 
 
-def ema_into(x: ArrayLike, period: int, out: FloatArray, lookahead: bool = False) -> None:
+def ema_into(x: ArrayLike, period: int, out: FloatArray, *, exact: bool = False,
+        lookahead: bool | None = None) -> None:
     """:func:`ema` written into ``out`` (writable C-contiguous float64, shape ``(len(x),)``)."""
     _check_out(out)
-    _native.ema_into(_as_input("x", x), period, out, lookahead)
+    _native.ema_into(_as_input("x", x), period, out, _exact(exact, lookahead, "lookahead"))
 
 
 def rolling_log_return_std(close: ArrayLike, window: int) -> FloatArray:
@@ -205,7 +222,7 @@ def rolling_log_return_std_into(close: ArrayLike, window: int, out: FloatArray) 
 
 
 def atr(high: ArrayLike, low: ArrayLike, close: ArrayLike, period: int,
-        lookahead: bool = False) -> FloatArray:
+        *, exact: bool = False, lookahead: bool | None = None) -> FloatArray:
     """Wilder's average true range, as TA-Lib computes it.
 
     Args:
@@ -221,15 +238,16 @@ def atr(high: ArrayLike, low: ArrayLike, close: ArrayLike, period: int,
         ``period``. Sources: Wilder (1978); TA-Lib TA_ATR.
     """
     return _native.atr(_as_input("high", high), _as_input("low", low),
-                       _as_input("close", close), period, lookahead)
+                       _as_input("close", close), period, _exact(exact, lookahead, "lookahead"))
 
 
 def atr_into(high: ArrayLike, low: ArrayLike, close: ArrayLike, period: int,
-             out: FloatArray, lookahead: bool = False) -> None:
+             out: FloatArray, *, exact: bool = False,
+        lookahead: bool | None = None) -> None:
     """:func:`atr` written into ``out`` (writable C-contiguous float64, shape ``(len(high),)``)."""
     _check_out(out)
     _native.atr_into(_as_input("high", high), _as_input("low", low),
-                     _as_input("close", close), period, out, lookahead)
+                     _as_input("close", close), period, out, _exact(exact, lookahead, "lookahead"))
 
 
 # ---------------------------------------------------------------------------
@@ -240,7 +258,8 @@ def atr_into(high: ArrayLike, low: ArrayLike, close: ArrayLike, period: int,
 FUSED_KEYS = ("ema_fast", "ema_slow", "sma", "rsi", "atr", "bb_upper", "bb_middle", "bb_lower")
 
 
-def sma(x: ArrayLike, period: int, lookahead: bool = False) -> FloatArray:
+def sma(x: ArrayLike, period: int, *, exact: bool = False,
+        lookahead: bool | None = None) -> FloatArray:
     """Simple moving average (TA-Lib ``TA_SMA``, bit-identical).
 
     Args:
@@ -253,16 +272,18 @@ def sma(x: ArrayLike, period: int, lookahead: bool = False) -> FloatArray:
     Returns:
         float64 array, shape ``(len(x),)``, units of ``x``; NaN for i < period-1.
     """
-    return _native.sma(_as_input("x", x), period, lookahead)
+    return _native.sma(_as_input("x", x), period, _exact(exact, lookahead, "lookahead"))
 
 
-def sma_into(x: ArrayLike, period: int, out: FloatArray, lookahead: bool = False) -> None:
+def sma_into(x: ArrayLike, period: int, out: FloatArray, *, exact: bool = False,
+        lookahead: bool | None = None) -> None:
     """:func:`sma` written into ``out`` (writable C-contiguous float64, shape ``(len(x),)``)."""
     _check_out(out)
-    _native.sma_into(_as_input("x", x), period, out, lookahead)
+    _native.sma_into(_as_input("x", x), period, out, _exact(exact, lookahead, "lookahead"))
 
 
-def rsi(x: ArrayLike, period: int = 14, lookahead: bool = False) -> FloatArray:
+def rsi(x: ArrayLike, period: int = 14, *, exact: bool = False,
+        lookahead: bool | None = None) -> FloatArray:
     """Wilder's RSI with TA-Lib seeding (``TA_RSI``).
 
     Args:
@@ -272,17 +293,18 @@ def rsi(x: ArrayLike, period: int = 14, lookahead: bool = False) -> FloatArray:
     Returns:
         float64 array, shape ``(len(x),)``, values in [0, 100]; NaN for i < period.
     """
-    return _native.rsi(_as_input("x", x), period, lookahead)
+    return _native.rsi(_as_input("x", x), period, _exact(exact, lookahead, "lookahead"))
 
 
-def rsi_into(x: ArrayLike, period: int, out: FloatArray, lookahead: bool = False) -> None:
+def rsi_into(x: ArrayLike, period: int, out: FloatArray, *, exact: bool = False,
+        lookahead: bool | None = None) -> None:
     """:func:`rsi` written into ``out`` (writable C-contiguous float64, shape ``(len(x),)``)."""
     _check_out(out)
-    _native.rsi_into(_as_input("x", x), period, out, lookahead)
+    _native.rsi_into(_as_input("x", x), period, out, _exact(exact, lookahead, "lookahead"))
 
 
-def bollinger(x: ArrayLike, period: int = 20, k: float = 2.0,
-              fast: bool = False) -> tuple[FloatArray, FloatArray, FloatArray]:
+def bollinger(x: ArrayLike, period: int = 20, k: float = 2.0, *, exact: bool = False,
+              fast: bool | None = None) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Bollinger bands.
 
     Args:
@@ -298,15 +320,16 @@ def bollinger(x: ArrayLike, period: int = 20, k: float = 2.0,
         ``(upper, middle, lower)``, float64 arrays of shape ``(len(x),)`` in the
         units of ``x``; middle = sma(x, period); NaN for i < period-1.
     """
-    return _native.bollinger(_as_input("x", x), period, float(k), fast)
+    return _native.bollinger(_as_input("x", x), period, float(k), _exact(exact, fast, "fast"))
 
 
 def bollinger_into(x: ArrayLike, period: int, k: float, upper: FloatArray, middle: FloatArray,
-                   lower: FloatArray, fast: bool = False) -> None:
+                   lower: FloatArray, *, exact: bool = False, fast: bool | None = None) -> None:
     """:func:`bollinger` written into three caller arrays (writable C-contiguous float64)."""
     for o in (upper, middle, lower):
         _check_out(o)
-    _native.bollinger_into(_as_input("x", x), period, float(k), upper, middle, lower, fast)
+    _native.bollinger_into(_as_input("x", x), period, float(k), upper, middle, lower,
+                            _exact(exact, fast, "fast"))
 
 
 def zscore(x: ArrayLike, window: int) -> FloatArray:
@@ -373,7 +396,7 @@ def ofi_into(bid_px: ArrayLike, bid_sz: ArrayLike, ask_px: ArrayLike, ask_sz: Ar
 
 def fused(high: ArrayLike, low: ArrayLike, close: ArrayLike, *, ema_fast: int = 20,
           ema_slow: int = 100, sma: int = 20, rsi: int = 14, atr: int = 14, bb: int = 20,
-          bb_k: float = 2.0, fast: bool = False) -> dict[str, FloatArray]:
+          bb_k: float = 2.0, exact: bool = False, fast: bool | None = None) -> dict[str, FloatArray]:
     """Several indicators in one sweep over the bars.
 
     Args:
@@ -392,16 +415,18 @@ def fused(high: ArrayLike, low: ArrayLike, close: ArrayLike, *, ema_fast: int = 
         rsi), atr(high, low, close, atr), bollinger(close, bb, bb_k)).
     """
     return _native.fused(_as_input("high", high), _as_input("low", low), _as_input("close", close),
-                         ema_fast, ema_slow, sma, rsi, atr, bb, float(bb_k), fast)
+                         ema_fast, ema_slow, sma, rsi, atr, bb, float(bb_k),
+                         _exact(exact, fast, "fast"))
 
 
 def fused_into(high: ArrayLike, low: ArrayLike, close: ArrayLike, out: dict[str, FloatArray], *,
                ema_fast: int = 20, ema_slow: int = 100, sma: int = 20, rsi: int = 14, atr: int = 14,
-               bb: int = 20, bb_k: float = 2.0, fast: bool = False) -> None:
+               bb: int = 20, bb_k: float = 2.0, exact: bool = False, fast: bool | None = None) -> None:
     """:func:`fused` written into ``out``, a dict of caller arrays keyed by :data:`FUSED_KEYS`."""
     for key in FUSED_KEYS:
         if key not in out:
             raise ValueError(f"out is missing the key {key!r}")
         _check_out(out[key])
     _native.fused_into(_as_input("high", high), _as_input("low", low), _as_input("close", close),
-                       ema_fast, ema_slow, sma, rsi, atr, bb, float(bb_k), out, fast)
+                       ema_fast, ema_slow, sma, rsi, atr, bb, float(bb_k), out,
+                       _exact(exact, fast, "fast"))

@@ -1,0 +1,647 @@
+// hean native indicator kernels: the fast batch forms (the default batch forms).
+//
+// Each kernel evaluates the same formula as the streaming class of the same
+// name with a different operation order, so the results differ from the
+// streaming (exact) forms only by rounding: ~1e-14 relative of the input's
+// scale, tested at 1e-12 (the bound). How:
+//
+//  * The first-order linear recurrences v[i] = c v[i-1] + u[i] (EMA, Wilder's
+//    RSI gain/loss averages, ATR) run with a 4-step look-ahead,
+//    v[i+k] = c^k v[i-1] + s_k, s_1 = u_i, s_k = c s_{k-1} + u_{i+k-1}, so the
+//    serial dependency chain advances four elements per multiply-add; RSI's
+//    gain and loss chains share one 2-lane vector.
+//  * Work goes in blocks of kB elements: a vectorisable pre-pass (u = alpha x,
+//    true range / p, gains and losses / p, window differences), the serial
+//    recurrence on the block, a vectorisable post-pass (RSI's 100 g/(g+l),
+//    SMA's sum/p, Bollinger's k sqrt(M2/p) and bands).
+//  * Outputs of >= 4 MiB are written with non-temporal stores (SSE2
+//    movntpd): a fresh output then costs no read-for-ownership traffic and
+//    does not evict the inputs from the caches.
+//  * Every kernel is compiled twice, for the x86-64 baseline (SSE2) and with
+//    AVX2 (GCC/Clang target attribute); the AVX2 form is picked at run time
+//    when the CPU has it (set_batch_isa() / HEAN_NATIVE_ISA=baseline force the
+//    baseline). Both forms perform the same IEEE operations in the same order
+//    (vectorisation here never reassociates; -ffp-contract=off forbids FMA),
+//    so they give identical bits; the tests check both.
+//
+// Every block reads all inputs it needs (carrying x[i-1] in a register across
+// blocks) before writing its outputs, so `out` may be one of the inputs
+// (in place) for EMA, RSI and ATR. SMA and Bollinger read x[i-p]; their
+// callers use the exact ring-buffer forms when an output overlaps an input.
+#include "fast_kernels.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+
+#include "hean/indicators.hpp"
+
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+#define HEAN_X86 1
+#include <emmintrin.h>
+#define HEAN_AVX2 __attribute__((target("avx2")))
+#endif
+#if defined(__GNUC__) || defined(__clang__)
+#define HEAN_AI __attribute__((always_inline)) inline
+#else
+#define HEAN_AI inline
+#endif
+
+namespace hean::fast {
+namespace {
+
+constexpr std::size_t kB = 512;              // elements per inner block (4 KiB per buffer)
+constexpr std::size_t kNtMin = std::size_t{1} << 19;  // outputs >= 4 MiB: non-temporal stores
+constexpr std::size_t kFusedBlock = 4096;    // bars per sweep block of the fused pass
+
+inline bool want_nt(std::size_t n, const double *out) {
+    return n >= kNtMin && (reinterpret_cast<std::uintptr_t>(out) & 7u) == 0;
+}
+
+inline void fence(bool nt) {
+#ifdef HEAN_X86
+    if (nt) _mm_sfence();
+#else
+    (void)nt;
+#endif
+}
+
+// dst[0..m) = src[0..m); non-temporal when nt (dst 8-byte aligned).
+HEAN_AI void put(double *dst, const double *src, std::size_t m, bool nt) {
+#ifdef HEAN_X86
+    if (nt) {
+        std::size_t k = 0;
+        if ((reinterpret_cast<std::uintptr_t>(dst) & 15u) != 0 && m) {
+            dst[0] = src[0];
+            k = 1;
+        }
+        for (; k + 2 <= m; k += 2) _mm_stream_pd(dst + k, _mm_loadu_pd(src + k));
+        if (k < m) dst[k] = src[k];
+        return;
+    }
+#else
+    (void)nt;
+#endif
+    std::memcpy(dst, src, m * sizeof(double));
+}
+
+struct Pow4 {
+    double c, c2, c3, c4;
+    explicit Pow4(double c_) : c(c_), c2(c_ * c_), c3(c2 * c_), c4(c2 * c2) {}
+};
+
+// w[k] = v_k with v_k = c v_{k-1} + u[k], v_{-1} = v; returns the last v.
+HEAN_AI double rec4(double v, const Pow4 &P, const double *u, double *w, std::size_t m) {
+    std::size_t k = 0;
+    for (; k + 4 <= m; k += 4) {
+        const double s2 = P.c * u[k] + u[k + 1];
+        const double s3 = P.c * s2 + u[k + 2];
+        const double s4 = P.c * s3 + u[k + 3];
+        w[k] = P.c * v + u[k];
+        w[k + 1] = P.c2 * v + s2;
+        w[k + 2] = P.c3 * v + s3;
+        v = P.c4 * v + s4;
+        w[k + 3] = v;
+    }
+    for (; k < m; ++k) {
+        v = P.c * v + u[k];
+        w[k] = v;
+    }
+    return v;
+}
+
+// ---- EMA ----------------------------------------------------------------------
+struct EmaK {
+    std::size_t p;
+    double alpha, sum = 0.0, v = kNaN;
+    Pow4 P;
+    bool exact = false;  // after a non-finite input: the streaming formula from there on
+    explicit EmaK(std::int64_t period)
+        : p(static_cast<std::size_t>(period)), alpha(2.0 / (static_cast<double>(period) + 1.0)),
+          P(1.0 - alpha) {}
+    HEAN_AI void run(const double *x, std::size_t i, std::size_t b, double *out, bool nt) {
+        for (; i < b && i + 1 < p; ++i) {
+            sum += x[i];
+            out[i] = kNaN;
+        }
+        if (i < b && i + 1 == p) {
+            sum += x[i];
+            v = sum / static_cast<double>(p);
+            out[i++] = v;
+        }
+        alignas(64) double u[kB + 24], w[kB + 24];
+        const double a = alpha;
+        double vv = v;
+        while (i < b && !exact) {
+            const std::size_t m = std::min(kB, b - i);
+            const double *xb = x + i;
+            for (std::size_t k = 0; k < m; ++k) u[k] = a * xb[k];
+            const double v0 = vv;
+            vv = rec4(vv, P, u, w, m);
+            if (!std::isfinite(vv)) {  // a non-finite input in this block: redo it exactly
+                vv = v0;
+                exact = true;
+                break;
+            }
+            put(out + i, w, m, nt);
+            i += m;
+        }
+        for (; i < b; ++i) {  // the streaming formula (NaN/inf behave as in EMA.update)
+            vv = vv + a * (x[i] - vv);
+            out[i] = vv;
+        }
+        v = vv;
+    }
+};
+
+// ---- RSI (Wilder) -----------------------------------------------------------------
+typedef double v2d __attribute__((vector_size(16)));
+
+struct RsiK {
+    std::size_t p;
+    double pd, c, inv, gain = 0.0, loss = 0.0, prev = kNaN;
+    bool exact = false;  // after a non-finite input: the streaming formula from there on
+    explicit RsiK(std::int64_t period)
+        : p(static_cast<std::size_t>(period)), pd(static_cast<double>(period)), c((pd - 1.0) / pd),
+          inv(1.0 / pd) {}
+    HEAN_AI void run(const double *x, std::size_t i, std::size_t b, double *out, bool nt) {
+        for (; i < b && i <= p; ++i) {  // warm-up and seed: simple means of the first p changes
+            if (i == 0) {
+                prev = x[0];
+                out[0] = kNaN;
+                continue;
+            }
+            const double d = x[i] - prev, ad = std::fabs(d);
+            prev = x[i];
+            loss += 0.5 * (ad - d);
+            gain += 0.5 * (d + ad);
+            if (i < p) {
+                out[i] = kNaN;
+            } else {
+                loss /= pd;
+                gain /= pd;
+                const double s = gain + loss;
+                out[i] = s != 0.0 ? 100.0 * (gain / s) : 0.0;
+            }
+        }
+        if (i >= b) return;
+        // (gain, loss) = c (gain, loss) + (max(d,0), max(-d,0))/p, both lanes at once
+        alignas(64) double ug[2 * kB + 24], G[kB + 40], L[kB + 56], w[kB + 24];
+        const v2d c1 = {c, c}, c2 = c1 * c1, c3 = c2 * c1, c4 = c2 * c2;
+        v2d v = {gain, loss};
+        double pv = prev;
+        while (i < b && !exact) {
+            const std::size_t m = std::min(kB, b - i);
+            const double *xb = x + i;
+            // (d + |d|)/2 and (|d| - d)/2 are exactly max(d, 0) and max(-d, 0)
+            {
+                const double d = xb[0] - pv, ad = std::fabs(d);
+                ug[0] = (0.5 * (d + ad)) * inv;
+                ug[1] = (0.5 * (ad - d)) * inv;
+            }
+            for (std::size_t k = 1; k < m; ++k) {
+                const double d = xb[k] - xb[k - 1], ad = std::fabs(d);
+                ug[2 * k] = (0.5 * (d + ad)) * inv;
+                ug[2 * k + 1] = (0.5 * (ad - d)) * inv;
+            }
+            const v2d v0 = v;
+            const double pv0 = pv;
+            pv = xb[m - 1];
+            std::size_t k = 0;
+            for (; k + 4 <= m; k += 4) {
+                v2d u0, u1, u2, u3;
+                std::memcpy(&u0, ug + 2 * k, 16);
+                std::memcpy(&u1, ug + 2 * k + 2, 16);
+                std::memcpy(&u2, ug + 2 * k + 4, 16);
+                std::memcpy(&u3, ug + 2 * k + 6, 16);
+                const v2d s2 = c1 * u0 + u1, s3 = c1 * s2 + u2, s4 = c1 * s3 + u3;
+                const v2d w0 = c1 * v + u0, w1 = c2 * v + s2, w2 = c3 * v + s3;
+                v = c4 * v + s4;
+                G[k] = w0[0];
+                L[k] = w0[1];
+                G[k + 1] = w1[0];
+                L[k + 1] = w1[1];
+                G[k + 2] = w2[0];
+                L[k + 2] = w2[1];
+                G[k + 3] = v[0];
+                L[k + 3] = v[1];
+            }
+            for (; k < m; ++k) {
+                v2d u0;
+                std::memcpy(&u0, ug + 2 * k, 16);
+                v = c1 * v + u0;
+                G[k] = v[0];
+                L[k] = v[1];
+            }
+            if (!(std::isfinite(v[0]) && std::isfinite(v[1]))) {  // redo this block exactly
+                v = v0;
+                pv = pv0;
+                exact = true;
+                break;
+            }
+            // RSI = 100 g/(g+l), 0 when g+l == 0 (then g == +0: g, l >= +0, so
+            // dividing by s + 1 = 1 instead gives the same 0 without a branch)
+            for (std::size_t q = 0; q < m; ++q) {
+                const double g = G[q], s = g + L[q];
+                w[q] = 100.0 * (g / (s + static_cast<double>(s == 0.0)));
+            }
+            put(out + i, w, m, nt);
+            i += m;
+        }
+        double g = v[0], l = v[1];
+        const double pd_ = pd, pm1 = pd - 1.0;
+        for (; i < b; ++i) {  // the streaming formula (NaN/inf behave as in RSI.update)
+            const double d = x[i] - pv;
+            pv = x[i];
+            l *= pm1;
+            g *= pm1;
+            const double ad = std::fabs(d);
+            l += 0.5 * (ad - d);
+            g += 0.5 * (d + ad);
+            l /= pd_;
+            g /= pd_;
+            const double sm = g + l;
+            out[i] = sm != 0.0 ? 100.0 * (g / sm) : 0.0;
+        }
+        gain = g;
+        loss = l;
+        prev = pv;
+    }
+};
+
+// ---- ATR (Wilder) -----------------------------------------------------------------
+struct AtrK {
+    std::size_t p;
+    double pd, inv, sum = 0.0, v = kNaN, prev = kNaN;
+    Pow4 P;
+    bool exact = false;  // after a non-finite true range: the streaming formula from there on
+    explicit AtrK(std::int64_t period)
+        : p(static_cast<std::size_t>(period)), pd(static_cast<double>(period)), inv(1.0 / pd),
+          P((pd - 1.0) / pd) {}
+    HEAN_AI void run(const double *h, const double *l, const double *c, std::size_t i, std::size_t b,
+                     double *out, bool nt) {
+        for (; i < b && i <= p; ++i) {
+            if (i == 0) {
+                prev = c[0];
+                out[0] = kNaN;
+                continue;
+            }
+            sum += true_range(h[i], l[i], prev);
+            prev = c[i];
+            if (i < p) {
+                out[i] = kNaN;
+            } else {
+                v = sum / pd;
+                out[i] = v;
+            }
+        }
+        alignas(64) double u[kB + 24], w[kB + 24];
+        double vv = v, pc = prev;
+        const double iv = inv;
+        while (i < b && !exact) {
+            const std::size_t m = std::min(kB, b - i);
+            const double *hb = h + i, *lb = l + i, *cb = c + i;
+            u[0] = true_range(hb[0], lb[0], pc) * iv;
+            for (std::size_t k = 1; k < m; ++k) u[k] = true_range(hb[k], lb[k], cb[k - 1]) * iv;
+            const double v0 = vv;
+            vv = rec4(vv, P, u, w, m);
+            if (!std::isfinite(vv)) {  // redo this block exactly
+                vv = v0;
+                exact = true;
+                break;
+            }
+            pc = cb[m - 1];
+            put(out + i, w, m, nt);
+            i += m;
+        }
+        const double pm1 = pd - 1.0;
+        for (; i < b; ++i) {  // the streaming formula (NaN/inf behave as in ATR.update)
+            const double tr = true_range(h[i], l[i], pc);
+            pc = c[i];
+            vv = (vv * pm1 + tr) / pd;
+            out[i] = vv;
+        }
+        v = vv;
+        prev = pc;
+    }
+};
+
+// ---- SMA ----------------------------------------------------------------------------
+// S[i] = S[i-1] + (x[i] - x[i-p]) with a 4-step look-ahead, the window re-summed
+// exactly every max(1024, p) outputs (at most one extra add per output).
+struct SmaK {
+    std::size_t p, every, left = 0;
+    double pd, sum = 0.0;
+    bool exact = false;  // after a non-finite input: TA-Lib's running sum from there on
+    explicit SmaK(std::int64_t period)
+        : p(static_cast<std::size_t>(period)), every(std::max<std::size_t>(1024, p)),
+          pd(static_cast<double>(period)) {}
+    HEAN_AI void run(const double *x, std::size_t i, std::size_t b, double *out, bool nt) {
+        for (; i < b && i + 1 < p; ++i) out[i] = kNaN;
+        alignas(64) double d[kB + 24], w[kB + 24];
+        double s = sum;
+        while (i < b && !exact) {
+            if (left == 0) {
+                double t = 0.0;
+                for (std::size_t j = i + 1 - p; j <= i; ++j) t += x[j];
+                s = t;
+                out[i++] = s / pd;
+                left = every - 1;
+                continue;
+            }
+            const std::size_t m = std::min(std::min(kB, b - i), left);
+            const double *xb = x + i, *ob = x + i - p;
+            for (std::size_t k = 0; k < m; ++k) d[k] = xb[k] - ob[k];
+            std::size_t k = 0;
+            for (; k + 4 <= m; k += 4) {
+                const double s1 = d[k] + d[k + 1], s2 = s1 + d[k + 2], s3 = s2 + d[k + 3];
+                w[k] = s + d[k];
+                w[k + 1] = s + s1;
+                w[k + 2] = s + s2;
+                s += s3;
+                w[k + 3] = s;
+            }
+            for (; k < m; ++k) {
+                s += d[k];
+                w[k] = s;
+            }
+            if (!std::isfinite(s)) {  // a non-finite input in this block: redo it exactly
+                exact = true;
+                // TA-Lib's running sum before step i: x[i-p+1 .. i-1]
+                s = 0.0;
+                for (std::size_t j = i + 1 - p; j < i; ++j) s += x[j];
+                break;
+            }
+            for (std::size_t q = 0; q < m; ++q) w[q] = w[q] / pd;
+            put(out + i, w, m, nt);
+            left -= m;
+            i += m;
+        }
+        for (; i < b; ++i) {  // TA-Lib's order (NaN/inf behave as in SMA.update)
+            s += x[i];
+            out[i] = s / pd;
+            s -= x[i + 1 - p];
+        }
+        sum = s;
+    }
+};
+
+// ---- Bollinger ------------------------------------------------------------------
+// Sliding Welford update of the window's mean and M2 with multiplications by
+// 1/p, an exact two-pass re-summation every multiple of p >= 128 outputs and
+// whenever M2 drops below kCancelGuard of its largest value since the last
+// one; middle = the Welford mean; the bands k sqrt(M2/p) in a vectorised pass.
+struct BbK {
+    std::size_t w, every, until;
+    double inv, k, mean = 0.0, m2 = 0.0, m2_ref = 0.0;
+    // after a non-finite input: the streaming class from there on
+    std::unique_ptr<Bollinger> exact;
+    BbK(std::int64_t window, double k_)
+        : w(static_cast<std::size_t>(window)), every(w * ((127 + w) / w)), until(every),
+          inv(1.0 / static_cast<double>(window)), k(k_) {}
+    HEAN_AI void recompute(const double *x, std::size_t i) {  // window x[i+1-w .. i]
+        const double *v = x + (i + 1 - w);
+        double sum = 0.0;
+        for (std::size_t j = 0; j < w; ++j) sum += v[j];
+        const double mn = sum * inv;
+        double q = 0.0;
+        for (std::size_t j = 0; j < w; ++j) {
+            const double d = v[j] - mn;
+            q += d * d;
+        }
+        mean = mn;
+        m2 = m2_ref = q;
+    }
+    HEAN_AI void run(const double *x, std::size_t i, std::size_t b, double *upper, double *middle,
+                     double *lower, bool nt) {
+        for (; i < b && i + 1 < w; ++i) upper[i] = middle[i] = lower[i] = kNaN;
+        alignas(64) double mb[kB + 24], qb[kB + 40], ub[kB + 56], lb[kB + 72];
+        while (i < b && !exact) {
+            const std::size_t m = std::min(kB, b - i);
+            double mn = mean, q = m2, qr = m2_ref;
+            bool bad = false;  // a non-finite state: only a re-summation clears it
+            for (std::size_t t = 0; t < m; ++t) {
+                const std::size_t j = i + t;
+                if (j + 1 == w || --until == 0) {
+                    bad = bad || !(std::isfinite(mn) && std::isfinite(q));
+                    recompute(x, j);
+                    mn = mean;
+                    q = m2;
+                    qr = m2_ref;
+                    until = every;
+                } else {
+                    const double xi = x[j], old = x[j - w];
+                    const double delta = xi - old;
+                    const double nm = mn + delta * inv;
+                    q += delta * ((xi - nm) + (old - mn));
+                    mn = nm;
+                    if (q < qr * kCancelGuard) {
+                        bad = bad || !(std::isfinite(mn) && std::isfinite(qr));
+                        recompute(x, j);
+                        mn = mean;
+                        q = m2;
+                        qr = m2_ref;
+                    } else {
+                        qr = std::max(qr, q);
+                    }
+                }
+                mb[t] = mn;
+                qb[t] = q;
+            }
+            if (bad || !(std::isfinite(mn) && std::isfinite(q))) {
+                // a non-finite input in this block: redo it with the streaming class,
+                // primed with the w-1 values before it (NaN/inf then behave as in
+                // Bollinger.update, whose running-sum middle band keeps them)
+                exact = std::make_unique<Bollinger>(static_cast<std::int64_t>(w), k);
+                for (std::size_t j = i + 1 - w; j < i; ++j) exact->update(x[j]);
+                break;
+            }
+            mean = mn;
+            m2 = q;
+            m2_ref = qr;
+            const double kk = k, iv = inv;
+            for (std::size_t t = 0; t < m; ++t) {
+                const double qq = qb[t];
+                const double wd = kk * std::sqrt((qq > 0.0 ? qq : 0.0) * iv);
+                ub[t] = mb[t] + wd;
+                lb[t] = mb[t] - wd;
+            }
+            put(upper + i, ub, m, nt);
+            put(middle + i, mb, m, nt);
+            put(lower + i, lb, m, nt);
+            i += m;
+        }
+        if (exact) {
+            for (; i < b; ++i) {
+                const Bands r = exact->update(x[i]);
+                upper[i] = r.upper;
+                middle[i] = r.middle;
+                lower[i] = r.lower;
+            }
+        }
+    }
+};
+
+// ---- entry points, compiled for the baseline and for AVX2 -----------------------
+HEAN_AI void ema_impl(const double *x, std::size_t n, std::int64_t period, double *out) {
+    const bool nt = want_nt(n, out);
+    EmaK st(period);
+    st.run(x, 0, n, out, nt);
+    fence(nt);
+}
+HEAN_AI void rsi_impl(const double *x, std::size_t n, std::int64_t period, double *out) {
+    const bool nt = want_nt(n, out);
+    RsiK st(period);
+    st.run(x, 0, n, out, nt);
+    fence(nt);
+}
+HEAN_AI void atr_impl(const double *h, const double *l, const double *c, std::size_t n,
+                      std::int64_t period, double *out) {
+    const bool nt = want_nt(n, out);
+    AtrK st(period);
+    st.run(h, l, c, 0, n, out, nt);
+    fence(nt);
+}
+HEAN_AI void sma_impl(const double *x, std::size_t n, std::int64_t period, double *out) {
+    const bool nt = want_nt(n, out);
+    SmaK st(period);
+    st.run(x, 0, n, out, nt);
+    fence(nt);
+}
+HEAN_AI void bollinger_impl(const double *x, std::size_t n, std::int64_t period, double k,
+                            double *upper, double *middle, double *lower) {
+    const bool nt = want_nt(n, upper) && want_nt(n, middle) && want_nt(n, lower);
+    BbK st(period, k);
+    st.run(x, 0, n, upper, middle, lower, nt);
+    fence(nt);
+}
+HEAN_AI void fused_impl(const double *high, const double *low, const double *close, std::size_t n,
+                        const FusedParams &fp, const FusedOut &o) {
+    const double *outs[] = {o.ema_fast, o.ema_slow, o.sma, o.rsi, o.atr, o.bb_upper, o.bb_middle, o.bb_lower};
+    bool nt = true;
+    for (const double *q : outs) nt = nt && want_nt(n, q);
+    EmaK e1(fp.ema_fast), e2(fp.ema_slow);
+    SmaK sm(fp.sma);
+    RsiK rs(fp.rsi);
+    AtrK at(fp.atr);
+    BbK bb(fp.bb, fp.bb_k);
+    // one sweep: the inputs of a block (3 x 32 KiB) stay in L2 while every
+    // indicator runs over it; each indicator's state carries over.
+    for (std::size_t a = 0; a < n; a += kFusedBlock) {
+        const std::size_t b = std::min(n, a + kFusedBlock);
+        e1.run(close, a, b, o.ema_fast, nt);
+        e2.run(close, a, b, o.ema_slow, nt);
+        sm.run(close, a, b, o.sma, nt);
+        rs.run(close, a, b, o.rsi, nt);
+        at.run(high, low, close, a, b, o.atr, nt);
+        bb.run(close, a, b, o.bb_upper, o.bb_middle, o.bb_lower, nt);
+    }
+    fence(nt);
+}
+
+#define HEAN_TWICE(name, params, args)                          \
+    void name##_base params { name##_impl args; }               \
+    HEAN_AVX2 void name##_avx2 params { name##_impl args; }
+
+#ifdef HEAN_X86
+HEAN_TWICE(ema, (const double *x, std::size_t n, std::int64_t p, double *o), (x, n, p, o))
+HEAN_TWICE(rsi, (const double *x, std::size_t n, std::int64_t p, double *o), (x, n, p, o))
+HEAN_TWICE(sma, (const double *x, std::size_t n, std::int64_t p, double *o), (x, n, p, o))
+HEAN_TWICE(atr, (const double *h, const double *l, const double *c, std::size_t n, std::int64_t p, double *o),
+           (h, l, c, n, p, o))
+HEAN_TWICE(bollinger,
+           (const double *x, std::size_t n, std::int64_t p, double k, double *u, double *m, double *l),
+           (x, n, p, k, u, m, l))
+HEAN_TWICE(fused,
+           (const double *h, const double *l, const double *c, std::size_t n, const FusedParams &fp,
+            const FusedOut &o),
+           (h, l, c, n, fp, o))
+#endif
+
+// 0 = baseline, 1 = AVX2; -1 = not decided yet
+std::atomic<int> g_isa{-1};
+
+bool cpu_has_avx2() {
+#ifdef HEAN_X86
+    return __builtin_cpu_supports("avx2");
+#else
+    return false;
+#endif
+}
+
+int isa() {
+    int v = g_isa.load(std::memory_order_relaxed);
+    if (v >= 0) return v;
+    const char *env = std::getenv("HEAN_NATIVE_ISA");
+    v = (env && std::strcmp(env, "baseline") == 0) ? 0 : (cpu_has_avx2() ? 1 : 0);
+    g_isa.store(v, std::memory_order_relaxed);
+    return v;
+}
+
+}  // namespace
+
+}  // namespace hean::fast
+
+namespace hean {
+const char *batch_isa() { return fast::isa() == 1 ? "avx2" : "baseline"; }
+
+bool set_batch_isa(const char *name) {
+    if (std::strcmp(name, "baseline") == 0) {
+        fast::g_isa.store(0);
+        return true;
+    }
+    if (std::strcmp(name, "avx2") == 0) {
+        if (!fast::cpu_has_avx2()) return false;
+        fast::g_isa.store(1);
+        return true;
+    }
+    if (std::strcmp(name, "auto") == 0) {
+        fast::g_isa.store(-1);
+        fast::isa();
+        return true;
+    }
+    return false;
+}
+}  // namespace hean
+
+namespace hean::fast {
+
+#ifdef HEAN_X86
+#define HEAN_DISPATCH(name, args) \
+    do {                          \
+        if (isa() == 1)           \
+            name##_avx2 args;     \
+        else                      \
+            name##_base args;     \
+    } while (0)
+#else
+#define HEAN_DISPATCH(name, args) name##_impl args
+#endif
+
+void ema(const double *x, std::size_t n, std::int64_t period, double *out) {
+    HEAN_DISPATCH(ema, (x, n, period, out));
+}
+void rsi(const double *x, std::size_t n, std::int64_t period, double *out) {
+    HEAN_DISPATCH(rsi, (x, n, period, out));
+}
+void sma(const double *x, std::size_t n, std::int64_t period, double *out) {
+    HEAN_DISPATCH(sma, (x, n, period, out));
+}
+void atr(const double *high, const double *low, const double *close, std::size_t n, std::int64_t period,
+         double *out) {
+    HEAN_DISPATCH(atr, (high, low, close, n, period, out));
+}
+void bollinger(const double *x, std::size_t n, std::int64_t period, double k, double *upper,
+               double *middle, double *lower) {
+    HEAN_DISPATCH(bollinger, (x, n, period, k, upper, middle, lower));
+}
+void fused(const double *high, const double *low, const double *close, std::size_t n,
+           const FusedParams &p, const FusedOut &o) {
+    HEAN_DISPATCH(fused, (high, low, close, n, p, o));
+}
+
+}  // namespace hean::fast
