@@ -9,8 +9,8 @@
 
 namespace hean::fast {
 
-// Arguments are already validated; SMA and Bollinger need outputs that do not
-// overlap the input; EMA, RSI and ATR accept out == an input (in place).
+// Arguments are already validated. Outputs must not overlap the inputs, except
+// that RSI accepts out == x (in place).
 void ema(const double *x, std::size_t n, std::int64_t period, double *out);
 void rsi(const double *x, std::size_t n, std::int64_t period, double *out);
 void sma(const double *x, std::size_t n, std::int64_t period, double *out);

@@ -164,7 +164,7 @@ static bool overlaps(const double *a, const double *b, std::size_t n) { return n
 
 void ema(const double *x, std::size_t n, std::int64_t period, double *out, bool lookahead) {
     check_period("period", period, 1);
-    if (lookahead && (out == x || !overlaps(x, out, n))) {
+    if (lookahead && !overlaps(x, out, n)) {
         fast::ema(x, n, period, out);
         return;
     }
@@ -197,8 +197,7 @@ void rolling_log_return_std(const double *close, std::size_t n, std::int64_t win
 void atr(const double *high, const double *low, const double *close, std::size_t n,
          std::int64_t period, double *out, bool lookahead) {
     check_period("period", period, 1);
-    if (lookahead && (out == close || out == high || out == low ||
-                      !(overlaps(out, close, n) || overlaps(out, high, n) || overlaps(out, low, n)))) {
+    if (lookahead && !(overlaps(out, close, n) || overlaps(out, high, n) || overlaps(out, low, n))) {
         fast::atr(high, low, close, n, period, out);
         return;
     }

@@ -70,17 +70,23 @@ inline void fence(bool nt) {
 #endif
 }
 
-// dst[0..m) = src[0..m); non-temporal when nt (dst 8-byte aligned).
+// dst[0..m) = src[0..m); when nt (dst 8-byte aligned) the whole 64-byte lines
+// with non-temporal stores (a partial line written that way costs a
+// read-modify-write in the memory controller), the partial lines at either
+// end with ordinary stores.
 HEAN_AI void put(double *dst, const double *src, std::size_t m, bool nt) {
 #ifdef HEAN_X86
     if (nt) {
         std::size_t k = 0;
-        if ((reinterpret_cast<std::uintptr_t>(dst) & 15u) != 0 && m) {
-            dst[0] = src[0];
-            k = 1;
+        const std::size_t head = ((64u - (reinterpret_cast<std::uintptr_t>(dst) & 63u)) & 63u) / 8u;
+        for (; k < head && k < m; ++k) dst[k] = src[k];
+        for (; k + 8 <= m; k += 8) {
+            _mm_stream_pd(dst + k, _mm_loadu_pd(src + k));
+            _mm_stream_pd(dst + k + 2, _mm_loadu_pd(src + k + 2));
+            _mm_stream_pd(dst + k + 4, _mm_loadu_pd(src + k + 4));
+            _mm_stream_pd(dst + k + 6, _mm_loadu_pd(src + k + 6));
         }
-        for (; k + 2 <= m; k += 2) _mm_stream_pd(dst + k, _mm_loadu_pd(src + k));
-        if (k < m) dst[k] = src[k];
+        for (; k < m; ++k) dst[k] = src[k];
         return;
     }
 #else
@@ -89,15 +95,31 @@ HEAN_AI void put(double *dst, const double *src, std::size_t m, bool nt) {
     std::memcpy(dst, src, m * sizeof(double));
 }
 
+// Elements in the next block: at most kB. Blocks depend on the index only, never
+// on the address of `out`, so results do not depend on the output's alignment.
+inline std::size_t block_len(const double *, std::size_t i, std::size_t b) { return std::min(kB, b - i); }
+
+HEAN_AI void prefetch(const double *p) {
+#if defined(__GNUC__) || defined(__clang__)
+    __builtin_prefetch(p, 0, 3);
+#else
+    (void)p;
+#endif
+}
+
 struct Pow4 {
     double c, c2, c3, c4;
     explicit Pow4(double c_) : c(c_), c2(c_ * c_), c3(c2 * c_), c4(c2 * c2) {}
 };
 
 // w[k] = v_k with v_k = c v_{k-1} + u[k], v_{-1} = v; returns the last v.
-HEAN_AI double rec4(double v, const Pow4 &P, const double *u, double *w, std::size_t m) {
+// pre(k) runs once per 4 elements (software prefetch of the next block's inputs,
+// so that memory traffic overlaps the serial chain instead of coming in bursts).
+template <class Pre>
+HEAN_AI double rec4(double v, const Pow4 &P, const double *u, double *w, std::size_t m, Pre &&pre) {
     std::size_t k = 0;
     for (; k + 4 <= m; k += 4) {
+        pre(k);
         const double s2 = P.c * u[k] + u[k + 1];
         const double s3 = P.c * s2 + u[k + 2];
         const double s4 = P.c * s3 + u[k + 3];
@@ -115,6 +137,10 @@ HEAN_AI double rec4(double v, const Pow4 &P, const double *u, double *w, std::si
 }
 
 // ---- EMA ----------------------------------------------------------------------
+// EMA, ATR and SMA stream straight from the inputs to `out` (no block buffers:
+// their loops are light enough that memory access is the bound, and a steady
+// stream of loads overlaps it best), in chunks of kB outputs so that a
+// non-finite state can be caught and the chunk redone with the exact formula.
 struct EmaK {
     std::size_t p;
     double alpha, sum = 0.0, v = kNaN;
@@ -123,7 +149,7 @@ struct EmaK {
     explicit EmaK(std::int64_t period)
         : p(static_cast<std::size_t>(period)), alpha(2.0 / (static_cast<double>(period) + 1.0)),
           P(1.0 - alpha) {}
-    HEAN_AI void run(const double *x, std::size_t i, std::size_t b, double *out, bool nt) {
+    HEAN_AI void run(const double *x, std::size_t i, std::size_t b, double *out) {
         for (; i < b && i + 1 < p; ++i) {
             sum += x[i];
             out[i] = kNaN;
@@ -133,22 +159,31 @@ struct EmaK {
             v = sum / static_cast<double>(p);
             out[i++] = v;
         }
-        alignas(64) double u[kB + 24], w[kB + 24];
-        const double a = alpha;
+        const double a = alpha, c = P.c, c2 = P.c2, c3 = P.c3, c4 = P.c4;
         double vv = v;
         while (i < b && !exact) {
-            const std::size_t m = std::min(kB, b - i);
-            const double *xb = x + i;
-            for (std::size_t k = 0; k < m; ++k) u[k] = a * xb[k];
+            const std::size_t e = std::min(b, i + kB);
             const double v0 = vv;
-            vv = rec4(vv, P, u, w, m);
-            if (!std::isfinite(vv)) {  // a non-finite input in this block: redo it exactly
+            std::size_t j = i;
+            for (; j + 4 <= e; j += 4) {
+                const double u0 = a * x[j], u1 = a * x[j + 1], u2 = a * x[j + 2], u3 = a * x[j + 3];
+                const double s2 = c * u0 + u1, s3 = c * s2 + u2, s4 = c * s3 + u3;
+                out[j] = c * vv + u0;
+                out[j + 1] = c2 * vv + s2;
+                out[j + 2] = c3 * vv + s3;
+                vv = c4 * vv + s4;
+                out[j + 3] = vv;
+            }
+            for (; j < e; ++j) {
+                vv = c * vv + a * x[j];
+                out[j] = vv;
+            }
+            if (!std::isfinite(vv)) {  // a non-finite input in this chunk: redo it exactly
                 vv = v0;
                 exact = true;
                 break;
             }
-            put(out + i, w, m, nt);
-            i += m;
+            i = e;
         }
         for (; i < b; ++i) {  // the streaming formula (NaN/inf behave as in EMA.update)
             vv = vv + a * (x[i] - vv);
@@ -195,7 +230,7 @@ struct RsiK {
         v2d v = {gain, loss};
         double pv = prev;
         while (i < b && !exact) {
-            const std::size_t m = std::min(kB, b - i);
+            const std::size_t m = block_len(out, i, b);
             const double *xb = x + i;
             // (d + |d|)/2 and (|d| - d)/2 are exactly max(d, 0) and max(-d, 0)
             {
@@ -212,7 +247,9 @@ struct RsiK {
             const double pv0 = pv;
             pv = xb[m - 1];
             std::size_t k = 0;
+            const std::size_t nx = i + m, last = b - 1;  // prefetch the next block
             for (; k + 4 <= m; k += 4) {
+                prefetch(x + std::min(nx + k, last));
                 v2d u0, u1, u2, u3;
                 std::memcpy(&u0, ug + 2 * k, 16);
                 std::memcpy(&u1, ug + 2 * k + 2, 16);
@@ -283,7 +320,7 @@ struct AtrK {
         : p(static_cast<std::size_t>(period)), pd(static_cast<double>(period)), inv(1.0 / pd),
           P((pd - 1.0) / pd) {}
     HEAN_AI void run(const double *h, const double *l, const double *c, std::size_t i, std::size_t b,
-                     double *out, bool nt) {
+                     double *out) {
         for (; i < b && i <= p; ++i) {
             if (i == 0) {
                 prev = c[0];
@@ -299,25 +336,36 @@ struct AtrK {
                 out[i] = v;
             }
         }
-        alignas(64) double u[kB + 24], w[kB + 24];
-        double vv = v, pc = prev;
-        const double iv = inv;
+        const double iv = inv, k1 = P.c, k2 = P.c2, k3 = P.c3, k4 = P.c4;
+        double vv = v;
         while (i < b && !exact) {
-            const std::size_t m = std::min(kB, b - i);
-            const double *hb = h + i, *lb = l + i, *cb = c + i;
-            u[0] = true_range(hb[0], lb[0], pc) * iv;
-            for (std::size_t k = 1; k < m; ++k) u[k] = true_range(hb[k], lb[k], cb[k - 1]) * iv;
+            const std::size_t e = std::min(b, i + kB);
             const double v0 = vv;
-            vv = rec4(vv, P, u, w, m);
-            if (!std::isfinite(vv)) {  // redo this block exactly
+            std::size_t j = i;
+            for (; j + 4 <= e; j += 4) {
+                const double u0 = true_range(h[j], l[j], c[j - 1]) * iv;
+                const double u1 = true_range(h[j + 1], l[j + 1], c[j]) * iv;
+                const double u2 = true_range(h[j + 2], l[j + 2], c[j + 1]) * iv;
+                const double u3 = true_range(h[j + 3], l[j + 3], c[j + 2]) * iv;
+                const double s2 = k1 * u0 + u1, s3 = k1 * s2 + u2, s4 = k1 * s3 + u3;
+                out[j] = k1 * vv + u0;
+                out[j + 1] = k2 * vv + s2;
+                out[j + 2] = k3 * vv + s3;
+                vv = k4 * vv + s4;
+                out[j + 3] = vv;
+            }
+            for (; j < e; ++j) {
+                vv = k1 * vv + true_range(h[j], l[j], c[j - 1]) * iv;
+                out[j] = vv;
+            }
+            if (!std::isfinite(vv)) {  // redo this chunk exactly
                 vv = v0;
                 exact = true;
                 break;
             }
-            pc = cb[m - 1];
-            put(out + i, w, m, nt);
-            i += m;
+            i = e;
         }
+        double pc = i > 0 ? c[i - 1] : prev;
         const double pm1 = pd - 1.0;
         for (; i < b; ++i) {  // the streaming formula (NaN/inf behave as in ATR.update)
             const double tr = true_range(h[i], l[i], pc);
@@ -326,7 +374,6 @@ struct AtrK {
             out[i] = vv;
         }
         v = vv;
-        prev = pc;
     }
 };
 
@@ -340,50 +387,50 @@ struct SmaK {
     explicit SmaK(std::int64_t period)
         : p(static_cast<std::size_t>(period)), every(std::max<std::size_t>(1024, p)),
           pd(static_cast<double>(period)) {}
-    HEAN_AI void run(const double *x, std::size_t i, std::size_t b, double *out, bool nt) {
+    HEAN_AI void run(const double *x, std::size_t i, std::size_t b, double *out) {
         for (; i < b && i + 1 < p; ++i) out[i] = kNaN;
-        alignas(64) double d[kB + 24], w[kB + 24];
         double s = sum;
+        const double q = pd;
         while (i < b && !exact) {
             if (left == 0) {
                 double t = 0.0;
                 for (std::size_t j = i + 1 - p; j <= i; ++j) t += x[j];
                 s = t;
-                out[i++] = s / pd;
+                out[i++] = s / q;
                 left = every - 1;
                 continue;
             }
-            const std::size_t m = std::min(std::min(kB, b - i), left);
-            const double *xb = x + i, *ob = x + i - p;
-            for (std::size_t k = 0; k < m; ++k) d[k] = xb[k] - ob[k];
-            std::size_t k = 0;
-            for (; k + 4 <= m; k += 4) {
-                const double s1 = d[k] + d[k + 1], s2 = s1 + d[k + 2], s3 = s2 + d[k + 3];
-                w[k] = s + d[k];
-                w[k + 1] = s + s1;
-                w[k + 2] = s + s2;
+            const std::size_t e = i + std::min(std::min(kB, b - i), left);
+            const double s0 = s;
+            std::size_t j = i;
+            for (; j + 4 <= e; j += 4) {
+                const double d0 = x[j] - x[j - p], d1 = x[j + 1] - x[j + 1 - p];
+                const double d2 = x[j + 2] - x[j + 2 - p], d3 = x[j + 3] - x[j + 3 - p];
+                const double s1 = d0 + d1, s2 = s1 + d2, s3 = s2 + d3;
+                out[j] = (s + d0) / q;
+                out[j + 1] = (s + s1) / q;
+                out[j + 2] = (s + s2) / q;
                 s += s3;
-                w[k + 3] = s;
+                out[j + 3] = s / q;
             }
-            for (; k < m; ++k) {
-                s += d[k];
-                w[k] = s;
+            for (; j < e; ++j) {
+                s += x[j] - x[j - p];
+                out[j] = s / q;
             }
-            if (!std::isfinite(s)) {  // a non-finite input in this block: redo it exactly
+            if (!std::isfinite(s)) {  // a non-finite input in this chunk: redo it exactly
+                (void)s0;
                 exact = true;
                 // TA-Lib's running sum before step i: x[i-p+1 .. i-1]
                 s = 0.0;
-                for (std::size_t j = i + 1 - p; j < i; ++j) s += x[j];
+                for (std::size_t k = i + 1 - p; k < i; ++k) s += x[k];
                 break;
             }
-            for (std::size_t q = 0; q < m; ++q) w[q] = w[q] / pd;
-            put(out + i, w, m, nt);
-            left -= m;
-            i += m;
+            left -= e - i;
+            i = e;
         }
         for (; i < b; ++i) {  // TA-Lib's order (NaN/inf behave as in SMA.update)
             s += x[i];
-            out[i] = s / pd;
+            out[i] = s / q;
             s -= x[i + 1 - p];
         }
         sum = s;
@@ -421,11 +468,13 @@ struct BbK {
         for (; i < b && i + 1 < w; ++i) upper[i] = middle[i] = lower[i] = kNaN;
         alignas(64) double mb[kB + 24], qb[kB + 40], ub[kB + 56], lb[kB + 72];
         while (i < b && !exact) {
-            const std::size_t m = std::min(kB, b - i);
+            const std::size_t m = block_len(upper, i, b);
             double mn = mean, q = m2, qr = m2_ref;
             bool bad = false;  // a non-finite state: only a re-summation clears it
+            const std::size_t nx = i + m, last = b - 1;  // prefetch the next block
             for (std::size_t t = 0; t < m; ++t) {
                 const std::size_t j = i + t;
+                if ((t & 7) == 0) prefetch(x + std::min(nx + t, last));
                 if (j + 1 == w || --until == 0) {
                     bad = bad || !(std::isfinite(mn) && std::isfinite(q));
                     recompute(x, j);
@@ -488,10 +537,8 @@ struct BbK {
 
 // ---- entry points, compiled for the baseline and for AVX2 -----------------------
 HEAN_AI void ema_impl(const double *x, std::size_t n, std::int64_t period, double *out) {
-    const bool nt = want_nt(n, out);
     EmaK st(period);
-    st.run(x, 0, n, out, nt);
-    fence(nt);
+    st.run(x, 0, n, out);
 }
 HEAN_AI void rsi_impl(const double *x, std::size_t n, std::int64_t period, double *out) {
     const bool nt = want_nt(n, out);
@@ -501,16 +548,12 @@ HEAN_AI void rsi_impl(const double *x, std::size_t n, std::int64_t period, doubl
 }
 HEAN_AI void atr_impl(const double *h, const double *l, const double *c, std::size_t n,
                       std::int64_t period, double *out) {
-    const bool nt = want_nt(n, out);
     AtrK st(period);
-    st.run(h, l, c, 0, n, out, nt);
-    fence(nt);
+    st.run(h, l, c, 0, n, out);
 }
 HEAN_AI void sma_impl(const double *x, std::size_t n, std::int64_t period, double *out) {
-    const bool nt = want_nt(n, out);
     SmaK st(period);
-    st.run(x, 0, n, out, nt);
-    fence(nt);
+    st.run(x, 0, n, out);
 }
 HEAN_AI void bollinger_impl(const double *x, std::size_t n, std::int64_t period, double k,
                             double *upper, double *middle, double *lower) {
@@ -533,11 +576,11 @@ HEAN_AI void fused_impl(const double *high, const double *low, const double *clo
     // indicator runs over it; each indicator's state carries over.
     for (std::size_t a = 0; a < n; a += kFusedBlock) {
         const std::size_t b = std::min(n, a + kFusedBlock);
-        e1.run(close, a, b, o.ema_fast, nt);
-        e2.run(close, a, b, o.ema_slow, nt);
-        sm.run(close, a, b, o.sma, nt);
+        e1.run(close, a, b, o.ema_fast);
+        e2.run(close, a, b, o.ema_slow);
+        sm.run(close, a, b, o.sma);
         rs.run(close, a, b, o.rsi, nt);
-        at.run(high, low, close, a, b, o.atr, nt);
+        at.run(high, low, close, a, b, o.atr);
         bb.run(close, a, b, o.bb_upper, o.bb_middle, o.bb_lower, nt);
     }
     fence(nt);

@@ -339,16 +339,18 @@ def test_into_variants(bars) -> None:
     out[:] = -7.0
     ind.atr_into(h, lo, c, 14, out)
     assert np.array_equal(out, ind.atr(h, lo, c, 14), equal_nan=True)
-    # in place: out may be the input itself
+    # in place: out may be the input itself (EMA/ATR then run the exact form)
     x = c.copy()
     ind.ema_into(x, 12, x)
-    assert np.array_equal(x, ind.ema(c, 12), equal_nan=True)
+    assert np.array_equal(x, ind.ema(c, 12, exact=True), equal_nan=True)
+    assert_close(x, ind.ema(c, 12))
     x = c.copy()
     _native.rolling_log_return_std_into(x, 60, x)
     assert np.array_equal(x, ind.rolling_log_return_std(c, 60), equal_nan=True)
     x = c.copy()
     _native.atr_into(h, lo, x, 14, x)
-    assert np.array_equal(x, ind.atr(h, lo, c, 14), equal_nan=True)
+    assert np.array_equal(x, ind.atr(h, lo, c, 14, exact=True), equal_nan=True)
+    assert_close(x, ind.atr(h, lo, c, 14))
 
 
 @pytest.mark.parametrize("module", [ind, _native], ids=["indicators", "native"])
