@@ -107,6 +107,23 @@ HEAN_AI void prefetch(const double *p) {
 #endif
 }
 
+// out[0..3] = (a, b, c, d); non-temporal when nt (out 16-byte aligned)
+HEAN_AI void store4(double *out, double a, double b, double c, double d, bool nt) {
+#ifdef HEAN_X86
+    if (nt) {
+        _mm_stream_pd(out, _mm_set_pd(b, a));
+        _mm_stream_pd(out + 2, _mm_set_pd(d, c));
+        return;
+    }
+#else
+    (void)nt;
+#endif
+    out[0] = a;
+    out[1] = b;
+    out[2] = c;
+    out[3] = d;
+}
+
 struct Pow4 {
     double c, c2, c3, c4;
     explicit Pow4(double c_) : c(c_), c2(c_ * c_), c3(c2 * c_), c4(c2 * c2) {}
@@ -311,6 +328,13 @@ struct RsiK {
 };
 
 // ---- ATR (Wilder) -----------------------------------------------------------------
+typedef double v4d __attribute__((vector_size(32)));
+typedef long long v4i __attribute__((vector_size(32)));
+// fabs of four lanes: clear the sign bits (a macro: a function taking v4d by value
+// would change the ABI between the baseline and the AVX2 compilation)
+#define HEAN_VABS(v) \
+    reinterpret_cast<v4d>(reinterpret_cast<v4i>(v) & \
+                          v4i{0x7fffffffffffffffLL, 0x7fffffffffffffffLL, 0x7fffffffffffffffLL, 0x7fffffffffffffffLL})
 struct AtrK {
     std::size_t p;
     double pd, inv, sum = 0.0, v = kNaN, prev = kNaN;
@@ -320,7 +344,7 @@ struct AtrK {
         : p(static_cast<std::size_t>(period)), pd(static_cast<double>(period)), inv(1.0 / pd),
           P((pd - 1.0) / pd) {}
     HEAN_AI void run(const double *h, const double *l, const double *c, std::size_t i, std::size_t b,
-                     double *out) {
+                     double *out, bool nt) {
         for (; i < b && i <= p; ++i) {
             if (i == 0) {
                 prev = c[0];
@@ -338,21 +362,28 @@ struct AtrK {
         }
         const double iv = inv, k1 = P.c, k2 = P.c2, k3 = P.c3, k4 = P.c4;
         double vv = v;
+        // non-temporal stores need 16-byte alignment: the groups of 4 start at i
+        nt = nt && (reinterpret_cast<std::uintptr_t>(out + i) & 15u) == 0;
         while (i < b && !exact) {
             const std::size_t e = std::min(b, i + kB);
             const double v0 = vv;
             std::size_t j = i;
             for (; j + 4 <= e; j += 4) {
-                const double u0 = true_range(h[j], l[j], c[j - 1]) * iv;
-                const double u1 = true_range(h[j + 1], l[j + 1], c[j]) * iv;
-                const double u2 = true_range(h[j + 2], l[j + 2], c[j + 1]) * iv;
-                const double u3 = true_range(h[j + 3], l[j + 3], c[j + 2]) * iv;
+                // four true ranges at once: the same comparison chain as true_range()
+                v4d hh, ll, pc;
+                std::memcpy(&hh, h + j, 32);
+                std::memcpy(&ll, l + j, 32);
+                std::memcpy(&pc, c + j - 1, 32);
+                v4d g = hh - ll;
+                const v4d a2 = HEAN_VABS(pc - hh), a3 = HEAN_VABS(ll - pc);
+                g = a2 > g ? a2 : g;
+                g = a3 > g ? a3 : g;
+                const v4d uu = g * iv;
+                const double u0 = uu[0], u1 = uu[1], u2 = uu[2], u3 = uu[3];
                 const double s2 = k1 * u0 + u1, s3 = k1 * s2 + u2, s4 = k1 * s3 + u3;
-                out[j] = k1 * vv + u0;
-                out[j + 1] = k2 * vv + s2;
-                out[j + 2] = k3 * vv + s3;
+                const double w0 = k1 * vv + u0, w1 = k2 * vv + s2, w2 = k3 * vv + s3;
                 vv = k4 * vv + s4;
-                out[j + 3] = vv;
+                store4(out + j, w0, w1, w2, vv, nt);
             }
             for (; j < e; ++j) {
                 vv = k1 * vv + true_range(h[j], l[j], c[j - 1]) * iv;
@@ -548,8 +579,10 @@ HEAN_AI void rsi_impl(const double *x, std::size_t n, std::int64_t period, doubl
 }
 HEAN_AI void atr_impl(const double *h, const double *l, const double *c, std::size_t n,
                       std::int64_t period, double *out) {
+    const bool nt = want_nt(n, out);
     AtrK st(period);
-    st.run(h, l, c, 0, n, out);
+    st.run(h, l, c, 0, n, out, nt);
+    fence(nt);
 }
 HEAN_AI void sma_impl(const double *x, std::size_t n, std::int64_t period, double *out) {
     SmaK st(period);
@@ -580,7 +613,7 @@ HEAN_AI void fused_impl(const double *high, const double *low, const double *clo
         e2.run(close, a, b, o.ema_slow);
         sm.run(close, a, b, o.sma);
         rs.run(close, a, b, o.rsi, nt);
-        at.run(high, low, close, a, b, o.atr);
+        at.run(high, low, close, a, b, o.atr, nt);
         bb.run(close, a, b, o.bb_upper, o.bb_middle, o.bb_lower, nt);
     }
     fence(nt);
