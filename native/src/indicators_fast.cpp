@@ -56,7 +56,7 @@ namespace {
 
 constexpr std::size_t kB = 512;              // elements per inner block (4 KiB per buffer)
 constexpr std::size_t kNtMin = std::size_t{1} << 19;  // outputs >= 4 MiB: non-temporal stores
-constexpr std::size_t kFusedBlock = 4096;    // bars per sweep block of the fused pass
+constexpr std::size_t kFusedBlock = 16384;   // bars per sweep block of the fused pass (3 x 128 KiB of inputs)
 
 inline bool want_nt(std::size_t n, const double *out) {
     return n >= kNtMin && (reinterpret_cast<std::uintptr_t>(out) & 7u) == 0;
@@ -605,7 +605,7 @@ HEAN_AI void fused_impl(const double *high, const double *low, const double *clo
     RsiK rs(fp.rsi);
     AtrK at(fp.atr);
     BbK bb(fp.bb, fp.bb_k);
-    // one sweep: the inputs of a block (3 x 32 KiB) stay in L2 while every
+    // one sweep: the inputs of a block (3 x 128 KiB) stay in L2 while every
     // indicator runs over it; each indicator's state carries over.
     for (std::size_t a = 0; a < n; a += kFusedBlock) {
         const std::size_t b = std::min(n, a + kFusedBlock);
