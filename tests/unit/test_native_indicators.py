@@ -220,9 +220,9 @@ def test_fused_equals_single_indicators(bars):
 
 
 def test_fused_fast_with_periods_across_blocks(bars):
-    # the fast pass works in blocks of 4096 bars: warm-ups longer than a block
+    # the fast pass works in blocks of 16384 bars: warm-ups longer than a block
     h, lo, c = bars["high"], bars["low"], bars["close"]
-    kw = dict(ema_fast=4097, ema_slow=9000, sma=5000, rsi=4500, atr=4096, bb=4200, bb_k=1.5)
+    kw = dict(ema_fast=16385, ema_slow=18000, sma=17000, rsi=16500, atr=16384, bb=16400, bb_k=1.5)
     exact, fast = ind.fused(h, lo, c, exact=True, **kw), ind.fused(h, lo, c, **kw)
     for k in ind.FUSED_KEYS:
         assert_close(fast[k], exact[k])

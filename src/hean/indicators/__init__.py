@@ -4,8 +4,7 @@ The kernels live in ``native/`` and are exposed as :mod:`hean._native`
 (nanobind). This module re-exports them with documentation; the pure-Python
 :mod:`hean.indicators.reference` implements the same API with identical
 semantics and error messages, and the tests hold the three (native batch,
-native streaming, reference) to 1e-12 relative agreement (in practice they are
-bit-identical).
+native streaming, reference) to 1e-12 relative agreement.
 
 Batch functions take 1-D array-likes (converted to C-contiguous ``float64``;
 a copy is made only if needed) and return a new 1-D ``numpy.float64`` array of
@@ -18,9 +17,11 @@ Streaming classes (:class:`EMA`, :class:`RollingLogReturnStd`, :class:`ATR`)
 take one bar per ``update(...)`` call and return the newest value, NaN until
 warm; ``value``, ``ready`` and ``count`` are read-only properties and
 ``reset()`` returns to the freshly constructed state. ``update`` returns exactly
-(bit for bit) what the batch function returns at the same index: both run the
-same compiled C++ step code. Feeding arrays one element at a time from Python
-costs ~50 ns per call; use the batch functions for history.
+(bit for bit) what the batch function with ``exact=True`` returns at the same
+index (both run the same compiled C++ step code), and what the default batch
+function returns to 1e-12 relative (see "Batch forms" below). Feeding arrays one
+element at a time from Python costs ~25-50 ns per call; use the batch functions
+for history.
 
 Indicators (``period``/``window`` are bar counts in ``[lo, MAX_PERIOD]``):
 
@@ -89,20 +90,28 @@ Indicators (``period``/``window`` are bar counts in ``[lo, MAX_PERIOD]``):
     out[i] = sum of e over the last ``window`` updates, NaN for i < window.
     Units of size (base coin); positive = net buying pressure.
 
-``fused(high, low, close, ema_fast=20, ema_slow=100, sma=20, rsi=14, atr=14, bb=20, bb_k=2.0, fast=False)``
-    One sweep over the bars computing the EMA pair, SMA, RSI, ATR and
-    Bollinger bands; returns a dict of float64 arrays keyed by ``FUSED_KEYS``,
-    each bit-identical to the single-indicator result (``fast=True``: blocks
-    of 4096 bars, the look-ahead / fast forms, ~1e-14 relative).
+``fused(high, low, close, ema_fast=20, ema_slow=100, sma=20, rsi=14, atr=14, bb=20, bb_k=2.0, exact=False)``
+    One sweep over the bars (blocks of 16384 bars) computing the EMA pair, SMA,
+    RSI, ATR and Bollinger bands; returns a dict of float64 arrays keyed by
+    ``FUSED_KEYS``, each within 1e-12 relative of the single-indicator result
+    (``exact=True``: one loop of the streaming step code, each output
+    bit-identical to the exact single-indicator result).
 
-Batch vs streaming: every batch kernel is bit-identical to its streaming class
-by default. ``ema``, ``atr``, ``rsi`` and ``sma`` (and their ``_into`` forms) also take
-``lookahead=True``: the same linear recurrence v = c*v + u evaluated with a
-4-step look-ahead (v[i+k] = c^k v[i-1] + s_k), which shortens the serial
-dependency chain ~4x; it changes only the rounding (agreement ~1e-14 relative,
-tested at 1e-12; the SMA form re-sums the window exactly every 1024 outputs). ``fused`` runs the streaming step code, so each of its
-outputs is bit-identical to the streaming class and to the default batch
-function.
+Batch forms. ``ema``, ``sma``, ``rsi``, ``atr``, ``bollinger``, ``fused`` and their
+``_into`` forms run by default the *fast* form: the same formula with another
+operation order (the recurrences v = c*v + u with a 4-step look-ahead
+v[i+k] = c^k v[i-1] + s_k; SMA as S += x[i] - x[i-p] re-summed exactly every
+max(1024, p) outputs; Bollinger's sliding Welford update with multiplications by
+1/p), vectorised, compiled for AVX2 and the x86-64 baseline (identical bits;
+``hean._native.batch_isa()``), writing large outputs with non-temporal stores.
+It agrees with the streaming class to ~1e-14 relative of the input's scale
+(tested: 1e-12, the accuracy contract) and NaN/inf inputs give the streaming
+class's NaN/inf outputs (a non-finite input switches the kernel to the exact
+step). ``exact=True`` runs the streaming classes' operations: bit-identical to
+``update()`` (and to TA-Lib's ``TA_SMA``/``TA_EMA``/middle band). The deprecated
+``lookahead=`` (ema/sma/rsi/atr) and ``fast=`` (bollinger/fused) still work:
+``True`` = the default, ``False`` = ``exact=True`` (DeprecationWarning). With
+``out`` overlapping an input, EMA/SMA/ATR/Bollinger/fused run the exact form.
 
 Invalid arguments raise ValueError naming the argument and its allowed range:
 ``period must be an integer in [1, 1000000], got 0``, ``window must be an integer
@@ -178,8 +187,10 @@ def ema(x: ArrayLike, period: int, *, exact: bool = False,
     Args:
         x: 1-D values (any units), converted to C-contiguous float64.
         period: bars, in [1, MAX_PERIOD]; alpha = 2/(period+1).
-        lookahead: evaluate (1-alpha)*v + alpha*x with a 4-step look-ahead
-            (~2x faster; ~1e-14 relative from the bit-exact default).
+        exact: True: the streaming formula, bit-identical to ``EMA.update``
+            and ``TA_EMA``; False (default): (1-alpha)*v + alpha*x with a 4-step
+            look-ahead, ~1e-14 relative from it (see the module docstring).
+        lookahead: deprecated alias (True = default, False = exact=True).
 
     Returns:
         New float64 array, shape ``(len(x),)``, units of ``x``. NaN for
@@ -229,6 +240,9 @@ def atr(high: ArrayLike, low: ArrayLike, close: ArrayLike, period: int,
         high, low, close: 1-D bar prices of equal length, converted to
             C-contiguous float64.
         period: bars, in [1, MAX_PERIOD].
+        exact: True: bit-identical to ``ATR.update``; False (default): the fast
+            form (c*v + TR/period with a 4-step look-ahead, ~1e-14 relative).
+        lookahead: deprecated alias (True = default, False = exact=True).
 
     Returns:
         New float64 array, shape ``(len(high),)``, price units.
@@ -265,9 +279,11 @@ def sma(x: ArrayLike, period: int, *, exact: bool = False,
     Args:
         x: 1-D values, converted to C-contiguous float64.
         period: bars, in [1, MAX_PERIOD].
-        lookahead: S += x[i] - x[i-period] with a 4-step look-ahead and an exact
-            re-summation every 1024 outputs (~2x faster; ~1e-15 relative, not
-            TA-Lib's bits).
+        exact: True: TA-Lib's running sum, bit-identical to ``SMA.update`` and
+            ``TA_SMA``; False (default): S += x[i] - x[i-period] with a 4-step
+            look-ahead, re-summed exactly every max(1024, period) outputs
+            (~1e-15 relative).
+        lookahead: deprecated alias (True = default, False = exact=True).
 
     Returns:
         float64 array, shape ``(len(x),)``, units of ``x``; NaN for i < period-1.
@@ -289,6 +305,10 @@ def rsi(x: ArrayLike, period: int = 14, *, exact: bool = False,
     Args:
         x: 1-D prices, converted to C-contiguous float64.
         period: bars, in [1, MAX_PERIOD].
+        exact: True: bit-identical to ``RSI.update``; False (default): the
+            averages as c*avg + move/period with a 4-step look-ahead (~1e-14
+            relative).
+        lookahead: deprecated alias (True = default, False = exact=True).
 
     Returns:
         float64 array, shape ``(len(x),)``, values in [0, 100]; NaN for i < period.
@@ -311,10 +331,11 @@ def bollinger(x: ArrayLike, period: int = 20, k: float = 2.0, *, exact: bool = F
         x: 1-D prices, converted to C-contiguous float64.
         period: window in bars, in [1, MAX_PERIOD].
         k: band width in population standard deviations, in [0, 1000].
-        fast: the same sliding Welford update and exact re-summation on every
-            wrap, with multiplications by 1/period instead of the three
-            divisions per output, and middle = the Welford mean instead of the
-            running-sum SMA; ~1e-15 relative from the default, not bit-identical.
+        exact: True: bit-identical to ``Bollinger.update`` (middle = TA-Lib's
+            running-sum SMA); False (default): the sliding Welford update with
+            multiplications by 1/period, re-summed every multiple of period >=
+            128 outputs, middle = the Welford mean (~1e-14 relative).
+        fast: deprecated alias (True = default, False = exact=True).
 
     Returns:
         ``(upper, middle, lower)``, float64 arrays of shape ``(len(x),)`` in the
@@ -402,15 +423,15 @@ def fused(high: ArrayLike, low: ArrayLike, close: ArrayLike, *, ema_fast: int = 
     Args:
         high, low, close: 1-D bar prices of equal length (float64).
         ema_fast, ema_slow, sma, rsi, atr, bb: periods in bars; bb_k band width.
-        fast: sweep memory once in blocks of 4096 bars and run each
-            indicator's look-ahead / fast form over the block (EMA, ATR, RSI,
-            SMA ``lookahead=True``; Bollinger ``fast=True``), state carried
-            between blocks: ~1e-14 relative from the default, not bit-identical.
+        exact: False (default): one sweep in blocks of 16384 bars running each
+            indicator's fast form over the block, state carried between blocks
+            (~1e-14 relative); True: one loop of the streaming step code.
+        fast: deprecated alias (True = default, False = exact=True).
 
     Returns:
         dict keyed by :data:`FUSED_KEYS`, each a float64 array of shape
-        ``(len(close),)`` bit-identical to the single-indicator function's
-        default (``lookahead=False``) result
+        ``(len(close),)``, within 1e-12 relative of (``exact=True``: bit-identical
+        to) the single-indicator function's result with the same ``exact``
         (ema(close, ema_fast), ema(close, ema_slow), sma(close, sma), rsi(close,
         rsi), atr(high, low, close, atr), bollinger(close, bb, bb_k)).
     """
