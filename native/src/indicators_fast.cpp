@@ -10,24 +10,30 @@
 //    v[i+k] = c^k v[i-1] + s_k, s_1 = u_i, s_k = c s_{k-1} + u_{i+k-1}, so the
 //    serial dependency chain advances four elements per multiply-add; RSI's
 //    gain and loss chains share one 2-lane vector.
-//  * Work goes in blocks of kB elements: a vectorisable pre-pass (u = alpha x,
-//    true range / p, gains and losses / p, window differences), the serial
-//    recurrence on the block, a vectorisable post-pass (RSI's 100 g/(g+l),
-//    SMA's sum/p, Bollinger's k sqrt(M2/p) and bands).
+//  * EMA, SMA and ATR stream from the inputs straight to `out` (their loops
+//    are light; a steady stream of loads overlaps memory best), ATR with four
+//    true ranges per vector step. RSI and Bollinger work in blocks of kB bars:
+//    a vectorisable pre-pass (gains and losses / p), the serial part (the
+//    recurrence; Welford's update), a vectorisable post-pass (RSI's
+//    100 g/(g+l), Bollinger's k sqrt(M2/p) and bands), with a software
+//    prefetch of the next block so memory traffic does not come in bursts.
 //  * Outputs of >= 4 MiB are written with non-temporal stores (SSE2
-//    movntpd): a fresh output then costs no read-for-ownership traffic and
-//    does not evict the inputs from the caches.
+//    movntpd) where the kernel writes whole lines (RSI, ATR, Bollinger): no
+//    read-for-ownership traffic, the inputs stay cached. Block boundaries
+//    depend on the index only, so results never depend on `out`'s alignment.
 //  * Every kernel is compiled twice, for the x86-64 baseline (SSE2) and with
 //    AVX2 (GCC/Clang target attribute); the AVX2 form is picked at run time
 //    when the CPU has it (set_batch_isa() / HEAN_NATIVE_ISA=baseline force the
 //    baseline). Both forms perform the same IEEE operations in the same order
 //    (vectorisation here never reassociates; -ffp-contract=off forbids FMA),
 //    so they give identical bits; the tests check both.
+//  * Work is checked in chunks: a chunk whose final state is not finite (a
+//    NaN/inf input) is redone with the exact step formula, which then runs to
+//    the end, so NaN/inf outputs are the streaming classes'.
 //
-// Every block reads all inputs it needs (carrying x[i-1] in a register across
-// blocks) before writing its outputs, so `out` may be one of the inputs
-// (in place) for EMA, RSI and ATR. SMA and Bollinger read x[i-p]; their
-// callers use the exact ring-buffer forms when an output overlaps an input.
+// Outputs must not overlap the inputs (the callers in indicators.cpp run the
+// exact forms then), except RSI, which reads each block (and carries x[i-1])
+// before writing it, so `out` may be `x`.
 #include "fast_kernels.hpp"
 
 #include <algorithm>
