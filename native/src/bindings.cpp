@@ -448,7 +448,7 @@ NB_MODULE(_native, m) {
           "indices < period-1, out[period-1] = mean(x[:period]), then "
           "out[i] = out[i-1] + alpha*(x[i]-out[i-1]), alpha = 2/(period+1). "
           "period in [1, MAX_PERIOD]. Default: the fast form ((1-alpha)*v + alpha*x with a "
-          "4-step look-ahead, blocked, non-temporal stores; ~1e-14 relative from the streaming "
+          "4-step look-ahead; ~1e-14 relative from the streaming "
           "EMA). exact=True: the streaming formula, bit-identical to EMA.update and TA_EMA.");
     m.def("ema_into", &ema_into, "x"_a, "period"_a, "out"_a.noconvert(), "exact"_a = false,
           "Like ema() but writes into `out` (writable C-contiguous float64, same "
