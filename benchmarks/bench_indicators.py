@@ -49,6 +49,8 @@ def main() -> None:
     ap.add_argument("--json", default="")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="wall: time.perf_counter; cpu: time.thread_time (for a loaded machine)")
+    ap.add_argument("--isa", choices=("auto", "avx2", "baseline"), default="auto",
+                    help="compiled form of hean's fast batch kernels (default: the CPU's best)")
     a = ap.parse_args()
     global CLOCK
     CLOCK = time.perf_counter if a.clock == "wall" else time.thread_time
@@ -56,7 +58,10 @@ def main() -> None:
     import pandas as pd
     import talib
 
+    from hean import _native
     from hean import indicators as ind
+
+    _native.set_batch_isa(a.isa)
 
     n, k = a.n, a.trials
     rng = np.random.default_rng(42)
@@ -91,31 +96,31 @@ def main() -> None:
         # name: (bytes touched per element, hean, hean _into, talib, pandas)
         "EMA(20)": (16, lambda: ind.ema(close, 20), lambda: ind.ema_into(close, 20, out),
                     lambda: talib.EMA(close, 20), lambda: s_close.ewm(span=20, adjust=False).mean()),
-        "EMA(20) lookahead": (16, lambda: ind.ema(close, 20, lookahead=True),
-                              lambda: ind.ema_into(close, 20, out, lookahead=True), None, None),
+        "EMA(20) exact": (16, lambda: ind.ema(close, 20, exact=True),
+                          lambda: ind.ema_into(close, 20, out, exact=True), None, None),
         "SMA(20)": (16, lambda: ind.sma(close, 20), lambda: ind.sma_into(close, 20, out),
                     lambda: talib.SMA(close, 20), lambda: s_close.rolling(20).mean()),
-        "SMA(20) lookahead": (16, lambda: ind.sma(close, 20, lookahead=True),
-                              lambda: ind.sma_into(close, 20, out, lookahead=True), None, None),
+        "SMA(20) exact": (16, lambda: ind.sma(close, 20, exact=True),
+                          lambda: ind.sma_into(close, 20, out, exact=True), None, None),
         "RSI(14)": (16, lambda: ind.rsi(close, 14), lambda: ind.rsi_into(close, 14, out),
                     lambda: talib.RSI(close, 14), pd_rsi),
-        "RSI(14) lookahead": (16, lambda: ind.rsi(close, 14, lookahead=True),
-                              lambda: ind.rsi_into(close, 14, out, lookahead=True), None, None),
+        "RSI(14) exact": (16, lambda: ind.rsi(close, 14, exact=True),
+                          lambda: ind.rsi_into(close, 14, out, exact=True), None, None),
         "ATR(14)": (32, lambda: ind.atr(high, low, close, 14), lambda: ind.atr_into(high, low, close, 14, out),
                     lambda: talib.ATR(high, low, close, 14), pd_atr),
-        "ATR(14) lookahead": (32, lambda: ind.atr(high, low, close, 14, lookahead=True),
-                              lambda: ind.atr_into(high, low, close, 14, out, lookahead=True), None, None),
+        "ATR(14) exact": (32, lambda: ind.atr(high, low, close, 14, exact=True),
+                          lambda: ind.atr_into(high, low, close, 14, out, exact=True), None, None),
         "Bollinger(20,2)": (32, lambda: ind.bollinger(close, 20, 2.0),
                             lambda: ind.bollinger_into(close, 20, 2.0, *outs),
                             lambda: talib.BBANDS(close, 20, 2.0, 2.0, 0), pd_bb),
-        "Bollinger(20,2) fast": (32, lambda: ind.bollinger(close, 20, 2.0, fast=True),
-                                 lambda: ind.bollinger_into(close, 20, 2.0, *outs, fast=True), None, None),
+        "Bollinger(20,2) exact": (32, lambda: ind.bollinger(close, 20, 2.0, exact=True),
+                                  lambda: ind.bollinger_into(close, 20, 2.0, *outs, exact=True), None, None),
     }
     rows = []
-    ta_of = {"EMA(20) lookahead": "EMA(20)", "SMA(20) lookahead": "SMA(20)", "RSI(14) lookahead": "RSI(14)",
-             "ATR(14) lookahead": "ATR(14)", "Bollinger(20,2) fast": "Bollinger(20,2)"}
+    ta_of = {"EMA(20) exact": "EMA(20)", "SMA(20) exact": "SMA(20)", "RSI(14) exact": "RSI(14)",
+             "ATR(14) exact": "ATR(14)", "Bollinger(20,2) exact": "Bollinger(20,2)"}
     for name, (bpe, ours, ours_into, ta, pdf) in cases.items():
-        if ta is None:  # the look-ahead rows race the same TA-Lib / pandas calls as their exact row
+        if ta is None:  # the exact rows race the same TA-Lib / pandas calls as their exact row
             ta, pdf = cases[ta_of[name]][3], cases[ta_of[name]][4]
         t_ours, t_into, t_ta, t_pd = median_times([ours, ours_into, ta, pdf], k)
         rows.append({
@@ -129,19 +134,19 @@ def main() -> None:
     fo = {key: np.empty(n) for key in ind.FUSED_KEYS}
     sep = {k2: np.empty(n) for k2 in ind.FUSED_KEYS}
 
-    def separate_fast():  # the same six indicators, one fast batch kernel each
-        ind.ema_into(close, 20, sep["ema_fast"], lookahead=True)
-        ind.ema_into(close, 100, sep["ema_slow"], lookahead=True)
-        ind.sma_into(close, 20, sep["sma"], lookahead=True)
-        ind.rsi_into(close, 14, sep["rsi"], lookahead=True)
-        ind.atr_into(high, low, close, 14, sep["atr"], lookahead=True)
-        ind.bollinger_into(close, 20, 2.0, sep["bb_upper"], sep["bb_middle"], sep["bb_lower"], fast=True)
+    def separate_fast():  # the same six indicators, one default (fast) batch kernel each
+        ind.ema_into(close, 20, sep["ema_fast"])
+        ind.ema_into(close, 100, sep["ema_slow"])
+        ind.sma_into(close, 20, sep["sma"])
+        ind.rsi_into(close, 14, sep["rsi"])
+        ind.atr_into(high, low, close, 14, sep["atr"])
+        ind.bollinger_into(close, 20, 2.0, sep["bb_upper"], sep["bb_middle"], sep["bb_lower"])
 
     t_fused, t_fused_into, t_fast, t_fast_into, t_sep, t_ta_all, t_ta_ema100 = median_times([
+        lambda: ind.fused(high, low, close, exact=True),
+        lambda: ind.fused_into(high, low, close, fo, exact=True),
         lambda: ind.fused(high, low, close),
         lambda: ind.fused_into(high, low, close, fo),
-        lambda: ind.fused(high, low, close, fast=True),
-        lambda: ind.fused_into(high, low, close, fo, fast=True),
         separate_fast,
         lambda: (talib.EMA(close, 20), talib.EMA(close, 100), talib.SMA(close, 20), talib.RSI(close, 14),
                  talib.ATR(high, low, close, 14), talib.BBANDS(close, 20, 2.0, 2.0, 0)),
@@ -163,8 +168,9 @@ def main() -> None:
              "fast_frac_copy_bw": (88 * n / t_fast_into) / copy_bw}
 
     res = {"n": n, "trials": k, "machine": platform.processor() or platform.machine(),
-           "python": platform.python_version(), "copy_ms": copy_t * 1e3, "copy_GBps": copy_bw / 1e9,
+           "python": platform.python_version(), "isa": _native.batch_isa(), "copy_ms": copy_t * 1e3, "copy_GBps": copy_bw / 1e9,
            "rows": rows, "fused": fused}
+    print(f"hean fast kernels: {_native.batch_isa()}")
     print(f"n={n} trials={k} np.copyto {copy_t*1e3:.1f} ms = {copy_bw/1e9:.1f} GB/s (read+write)")
     print(f"{'indicator':20s} {'hean':>8s} {'_into':>8s} {'TA-Lib':>8s} {'pandas':>8s} {'xTA':>6s} {'xTA_into':>8s} {'xPD':>6s} {'bw':>5s}")
     for r in rows:
@@ -176,10 +182,10 @@ def main() -> None:
     print(f"  fused exact   {t_fused*1e3:7.1f} ms (into {t_fused_into*1e3:7.1f}) = {fused['vs_talib']:.2f}x "
           f"(into {fused['into_vs_talib']:.2f}x); vs the sum: {fused['vs_talib_sum']:.2f}x "
           f"(into {fused['into_vs_talib_sum']:.2f}x); {fused['frac_copy_bw']:.2f} of copy bandwidth")
-    print(f"  fused fast    {t_fast*1e3:7.1f} ms (into {t_fast_into*1e3:7.1f}) = {fused['fast_vs_talib']:.2f}x "
+    print(f"  fused default {t_fast*1e3:7.1f} ms (into {t_fast_into*1e3:7.1f}) = {fused['fast_vs_talib']:.2f}x "
           f"(into {fused['fast_into_vs_talib']:.2f}x); vs the sum: {fused['fast_vs_talib_sum']:.2f}x "
           f"(into {fused['fast_into_vs_talib_sum']:.2f}x); {fused['fast_frac_copy_bw']:.2f} of copy bandwidth")
-    print(f"  six fast kernels, into: {t_sep*1e3:7.1f} ms = {fused['separate_fast_vs_talib']:.2f}x; vs the sum "
+    print(f"  six default kernels, into: {t_sep*1e3:7.1f} ms = {fused['separate_fast_vs_talib']:.2f}x; vs the sum "
           f"{fused['separate_fast_vs_talib_sum']:.2f}x")
     if a.json:
         with open(a.json, "w") as fh:

@@ -56,21 +56,21 @@ void check_out(const Out &out, const char *ref_name, std::size_t n) {
 
 // -- EMA ---------------------------------------------------------------------
 
-void ema_into(const In &x, std::int64_t period, Out &out, bool lookahead) {
+void ema_into(const In &x, std::int64_t period, Out &out, bool exact) {
     hean::check_period("period", period, 1);
     const std::size_t n = x.shape(0);
     check_out(out, "x", n);
     nb::gil_scoped_release release;
-    hean::ema(x.data(), n, period, out.data(), lookahead);
+    hean::ema(x.data(), n, period, out.data(), !exact);
 }
 
-NpOut ema(const In &x, std::int64_t period, bool lookahead) {
+NpOut ema(const In &x, std::int64_t period, bool exact) {
     hean::check_period("period", period, 1);
     const std::size_t n = x.shape(0);
     NpOut out = np_empty(n);
     {
         nb::gil_scoped_release release;
-        hean::ema(x.data(), n, period, out.data(), lookahead);
+        hean::ema(x.data(), n, period, out.data(), !exact);
     }
     return out;
 }
@@ -106,21 +106,21 @@ std::size_t check_hlc(const In &high, const In &low, const In &close) {
 }
 
 void atr_into(const In &high, const In &low, const In &close, std::int64_t period, Out &out,
-              bool lookahead) {
+              bool exact) {
     hean::check_period("period", period, 1);
     const std::size_t n = check_hlc(high, low, close);
     check_out(out, "high", n);
     nb::gil_scoped_release release;
-    hean::atr(high.data(), low.data(), close.data(), n, period, out.data(), lookahead);
+    hean::atr(high.data(), low.data(), close.data(), n, period, out.data(), !exact);
 }
 
-NpOut atr(const In &high, const In &low, const In &close, std::int64_t period, bool lookahead) {
+NpOut atr(const In &high, const In &low, const In &close, std::int64_t period, bool exact) {
     hean::check_period("period", period, 1);
     const std::size_t n = check_hlc(high, low, close);
     NpOut out = np_empty(n);
     {
         nb::gil_scoped_release release;
-        hean::atr(high.data(), low.data(), close.data(), n, period, out.data(), lookahead);
+        hean::atr(high.data(), low.data(), close.data(), n, period, out.data(), !exact);
     }
     return out;
 }
@@ -139,25 +139,25 @@ NpOut unary_new(const In &x, F &&f) {
     return out;
 }
 
-NpOut sma(const In &x, std::int64_t period, bool lookahead) {
+NpOut sma(const In &x, std::int64_t period, bool exact) {
     hean::check_period("period", period, 1);
-    return unary_new(x, [&](const double *a, std::size_t n, double *o) { hean::sma(a, n, period, o, lookahead); });
+    return unary_new(x, [&](const double *a, std::size_t n, double *o) { hean::sma(a, n, period, o, !exact); });
 }
-void sma_into(const In &x, std::int64_t period, Out &out, bool lookahead) {
+void sma_into(const In &x, std::int64_t period, Out &out, bool exact) {
     hean::check_period("period", period, 1);
     check_out(out, "x", x.shape(0));
     nb::gil_scoped_release release;
-    hean::sma(x.data(), x.shape(0), period, out.data(), lookahead);
+    hean::sma(x.data(), x.shape(0), period, out.data(), !exact);
 }
-NpOut rsi(const In &x, std::int64_t period, bool lookahead) {
+NpOut rsi(const In &x, std::int64_t period, bool exact) {
     hean::check_period("period", period, 1);
-    return unary_new(x, [&](const double *a, std::size_t n, double *o) { hean::rsi(a, n, period, o, lookahead); });
+    return unary_new(x, [&](const double *a, std::size_t n, double *o) { hean::rsi(a, n, period, o, !exact); });
 }
-void rsi_into(const In &x, std::int64_t period, Out &out, bool lookahead) {
+void rsi_into(const In &x, std::int64_t period, Out &out, bool exact) {
     hean::check_period("period", period, 1);
     check_out(out, "x", x.shape(0));
     nb::gil_scoped_release release;
-    hean::rsi(x.data(), x.shape(0), period, out.data(), lookahead);
+    hean::rsi(x.data(), x.shape(0), period, out.data(), !exact);
 }
 NpOut zscore(const In &x, std::int64_t window) {
     hean::check_period("window", window, 2);
@@ -170,25 +170,25 @@ void zscore_into(const In &x, std::int64_t window, Out &out) {
     hean::zscore(x.data(), x.shape(0), window, out.data());
 }
 
-nb::tuple bollinger(const In &x, std::int64_t period, double k, bool fast) {
+nb::tuple bollinger(const In &x, std::int64_t period, double k, bool exact) {
     hean::Bollinger probe(period, k);  // validates
     const std::size_t n = x.shape(0);
     NpOut u = np_empty(n), m = np_empty(n), l = np_empty(n);
     {
         nb::gil_scoped_release release;
-        hean::bollinger(x.data(), n, period, k, u.data(), m.data(), l.data(), fast);
+        hean::bollinger(x.data(), n, period, k, u.data(), m.data(), l.data(), !exact);
     }
     return nb::make_tuple(u, m, l);
 }
 void bollinger_into(const In &x, std::int64_t period, double k, Out &upper, Out &middle,
-                    Out &lower, bool fast) {
+                    Out &lower, bool exact) {
     hean::Bollinger probe(period, k);
     const std::size_t n = x.shape(0);
     check_out(upper, "x", n);
     check_out(middle, "x", n);
     check_out(lower, "x", n);
     nb::gil_scoped_release release;
-    hean::bollinger(x.data(), n, period, k, upper.data(), middle.data(), lower.data(), fast);
+    hean::bollinger(x.data(), n, period, k, upper.data(), middle.data(), lower.data(), !exact);
 }
 
 NpOut vwap(const In &price, const In &volume, std::int64_t window) {
@@ -257,7 +257,7 @@ hean::FusedParams fused_params(std::int64_t ema_fast, std::int64_t ema_slow, std
 
 nb::dict fused(const In &high, const In &low, const In &close, std::int64_t ema_fast,
                std::int64_t ema_slow, std::int64_t sma_p, std::int64_t rsi_p, std::int64_t atr_p,
-               std::int64_t bb, double bb_k, bool fast) {
+               std::int64_t bb, double bb_k, bool exact) {
     const hean::FusedParams p = fused_params(ema_fast, ema_slow, sma_p, rsi_p, atr_p, bb, bb_k);
     const std::size_t n = check_hlc(high, low, close);
     NpOut o[8] = {np_empty(n), np_empty(n), np_empty(n), np_empty(n),
@@ -266,7 +266,7 @@ nb::dict fused(const In &high, const In &low, const In &close, std::int64_t ema_
                       o[4].data(), o[5].data(), o[6].data(), o[7].data()};
     {
         nb::gil_scoped_release release;
-        hean::fused(high.data(), low.data(), close.data(), n, p, fo, fast);
+        hean::fused(high.data(), low.data(), close.data(), n, p, fo, !exact);
     }
     nb::dict d;
     for (int i = 0; i < 8; ++i) d[kFusedNames[i]] = o[i];
@@ -275,7 +275,7 @@ nb::dict fused(const In &high, const In &low, const In &close, std::int64_t ema_
 
 void fused_into(const In &high, const In &low, const In &close, std::int64_t ema_fast,
                 std::int64_t ema_slow, std::int64_t sma_p, std::int64_t rsi_p, std::int64_t atr_p,
-                std::int64_t bb, double bb_k, nb::dict out, bool fast) {
+                std::int64_t bb, double bb_k, nb::dict out, bool exact) {
     const hean::FusedParams p = fused_params(ema_fast, ema_slow, sma_p, rsi_p, atr_p, bb, bb_k);
     const std::size_t n = check_hlc(high, low, close);
     double *ptr[8];
@@ -290,7 +290,7 @@ void fused_into(const In &high, const In &low, const In &close, std::int64_t ema
     }
     hean::FusedOut fo{ptr[0], ptr[1], ptr[2], ptr[3], ptr[4], ptr[5], ptr[6], ptr[7]};
     nb::gil_scoped_release release;
-    hean::fused(high.data(), low.data(), close.data(), n, p, fo, fast);
+    hean::fused(high.data(), low.data(), close.data(), n, p, fo, !exact);
 }
 
 std::string repr_value(double v) { return hean::format_double(v); }
@@ -433,13 +433,25 @@ NB_MODULE(_native, m) {
     m.attr("MAX_PERIOD") = hean::kMaxPeriod;
 
     // ---- batch -------------------------------------------------------------
-    m.def("ema", &ema, "x"_a, "period"_a, "lookahead"_a = false,
+    m.def("batch_isa", []() { return std::string(hean::batch_isa()); },
+          "The compiled form the fast batch kernels run: 'avx2' or 'baseline' (x86-64 "
+          "SSE2); chosen from the CPU on first use (HEAN_NATIVE_ISA=baseline forces the "
+          "baseline). Both give identical bits.");
+    m.def("set_batch_isa", [](const std::string &name) {
+              if (!hean::set_batch_isa(name.c_str()))
+                  throw std::invalid_argument("isa must be one of 'avx2' (on a CPU with AVX2), "
+                                              "'baseline', 'auto', got '" + name + "'");
+          }, "isa"_a,
+          "Select the fast batch kernels' compiled form: 'avx2', 'baseline' or 'auto' "
+          "(the CPU's best). ValueError for another name or 'avx2' without CPU support.");
+    m.def("ema", &ema, "x"_a, "period"_a, "exact"_a = false,
           "EMA of x (TA-Lib seeding). Returns a new float64 array of len(x); NaN for "
           "indices < period-1, out[period-1] = mean(x[:period]), then "
           "out[i] = out[i-1] + alpha*(x[i]-out[i-1]), alpha = 2/(period+1). "
-          "period in [1, MAX_PERIOD]. lookahead=True: a 4-step look-ahead form of the "
-          "recurrence, ~2x faster, equal to ~1e-14 relative instead of bit-identical.");
-    m.def("ema_into", &ema_into, "x"_a, "period"_a, "out"_a.noconvert(), "lookahead"_a = false,
+          "period in [1, MAX_PERIOD]. Default: the fast form ((1-alpha)*v + alpha*x with a "
+          "4-step look-ahead; ~1e-14 relative from the streaming "
+          "EMA). exact=True: the streaming formula, bit-identical to EMA.update and TA_EMA.");
+    m.def("ema_into", &ema_into, "x"_a, "period"_a, "out"_a.noconvert(), "exact"_a = false,
           "Like ema() but writes into `out` (writable C-contiguous float64, same "
           "length as x; may be x itself).");
 
@@ -455,13 +467,15 @@ NB_MODULE(_native, m) {
           "Like rolling_log_return_std() but writes into `out` (writable C-contiguous "
           "float64, same length as close; may be close itself).");
 
-    m.def("atr", &atr, "high"_a, "low"_a, "close"_a, "period"_a, "lookahead"_a = false,
+    m.def("atr", &atr, "high"_a, "low"_a, "close"_a, "period"_a, "exact"_a = false,
           "Wilder's ATR as TA-Lib computes it. TR[i] = max(high[i]-low[i], "
           "|high[i]-close[i-1]|, |low[i]-close[i-1]|) for i >= 1; out[period] = "
           "mean(TR[1..period]); then out[i] = (out[i-1]*(period-1) + TR[i]) / period; "
-          "NaN before index period. period in [1, MAX_PERIOD].");
+          "NaN before index period. period in [1, MAX_PERIOD]. Default: the fast form "
+          "(c*v + TR/period with a 4-step look-ahead; ~1e-14 relative); exact=True: the "
+          "streaming formula, bit-identical to ATR.update.");
     m.def("atr_into", &atr_into, "high"_a, "low"_a, "close"_a, "period"_a, "out"_a.noconvert(),
-          "lookahead"_a = false,
+          "exact"_a = false,
           "Like atr() but writes into `out` (writable C-contiguous float64, same length "
           "as high; may alias an input).");
 
@@ -528,31 +542,34 @@ NB_MODULE(_native, m) {
         });
 
     // ---- more batch kernels --------------------------------------------------
-    m.def("sma", &sma, "x"_a, "period"_a, "lookahead"_a = false,
+    m.def("sma", &sma, "x"_a, "period"_a, "exact"_a = false,
           "Simple moving average, TA-Lib operation order (bit-identical to TA_SMA). x: "
           "float64 (n,); returns float64 (n,), units of x; NaN for i < period-1; "
           "out[i] = mean(x[i-period+1..i]) via a running sum. period in [1, MAX_PERIOD]. "
-          "lookahead=True: S += x[i]-x[i-period] with a 4-step look-ahead and an exact "
-          "re-summation every 1024 outputs (~2x faster, ~1e-15 relative, not TA-Lib's bits).");
-    m.def("sma_into", &sma_into, "x"_a, "period"_a, "out"_a.noconvert(), "lookahead"_a = false,
+          "Default: S += x[i]-x[i-period] with a 4-step look-ahead, re-summed exactly every "
+          "max(1024, period) outputs (~1e-15 relative); exact=True: TA-Lib's running sum, "
+          "bit-identical to SMA.update and TA_SMA.");
+    m.def("sma_into", &sma_into, "x"_a, "period"_a, "out"_a.noconvert(), "exact"_a = false,
           "sma() written into `out` (writable C-contiguous float64 of len(x)).");
-    m.def("rsi", &rsi, "x"_a, "period"_a, "lookahead"_a = false,
+    m.def("rsi", &rsi, "x"_a, "period"_a, "exact"_a = false,
           "Wilder's RSI (TA_RSI seeding and operation order). x: float64 (n,); returns "
           "float64 (n,) in [0, 100]; NaN for i < period; seed = simple means of gains and "
           "losses over the first `period` changes, then avg = (avg*(period-1)+move)/period; "
-          "RSI = 100*g/(g+l), 0 when g+l == 0. Source: Wilder (1978); TA-Lib TA_RSI.");
-    m.def("rsi_into", &rsi_into, "x"_a, "period"_a, "out"_a.noconvert(), "lookahead"_a = false,
+          "RSI = 100*g/(g+l), 0 when g+l == 0. Source: Wilder (1978); TA-Lib TA_RSI. "
+          "Default: the averages as c*avg + move/period with a 4-step look-ahead (~1e-14 "
+          "relative); exact=True: bit-identical to RSI.update.");
+    m.def("rsi_into", &rsi_into, "x"_a, "period"_a, "out"_a.noconvert(), "exact"_a = false,
           "rsi() written into `out` (writable C-contiguous float64 of len(x)).");
-    m.def("bollinger", &bollinger, "x"_a, "period"_a, "k"_a = 2.0, "fast"_a = false,
+    m.def("bollinger", &bollinger, "x"_a, "period"_a, "k"_a = 2.0, "exact"_a = false,
           "Bollinger bands. x: float64 (n,); returns (upper, middle, lower), each float64 "
           "(n,), units of x. middle = sma(x, period) (TA-Lib-identical); width = k * "
           "population std (ddof=0) of the same window (sliding Welford + exact recompute). "
           "NaN for i < period-1. k in [0, 1000]. Source: J. Bollinger, Bollinger on "
-          "Bollinger Bands (2001); TA-Lib TA_BBANDS (MA type SMA). fast=True: the same "
-          "sliding Welford update with multiplications by 1/period instead of divisions and "
-          "middle = the Welford mean; ~1e-15 relative, not bit-identical.");
+          "Bollinger Bands (2001); TA-Lib TA_BBANDS (MA type SMA). Default: the same sliding "
+          "Welford update with multiplications by 1/period, middle = the Welford mean "
+          "(~1e-14 relative); exact=True: bit-identical to Bollinger.update.");
     m.def("bollinger_into", &bollinger_into, "x"_a, "period"_a, "k"_a, "upper"_a.noconvert(),
-          "middle"_a.noconvert(), "lower"_a.noconvert(), "fast"_a = false,
+          "middle"_a.noconvert(), "lower"_a.noconvert(), "exact"_a = false,
           "bollinger() written into three caller arrays.");
     m.def("zscore", &zscore, "x"_a, "window"_a,
           "Rolling z-score: (x[i] - mean) / pstd over x[i-window+1..i] (ddof=0); 0 when "
@@ -575,16 +592,16 @@ NB_MODULE(_native, m) {
     m.def("ofi_into", &ofi_into, "bid_px"_a, "bid_sz"_a, "ask_px"_a, "ask_sz"_a, "window"_a,
           "out"_a.noconvert(), "ofi() written into `out`.");
     m.def("fused", &fused, "high"_a, "low"_a, "close"_a, "ema_fast"_a = 20, "ema_slow"_a = 100,
-          "sma"_a = 20, "rsi"_a = 14, "atr"_a = 14, "bb"_a = 20, "bb_k"_a = 2.0, "fast"_a = false,
+          "sma"_a = 20, "rsi"_a = 14, "atr"_a = 14, "bb"_a = 20, "bb_k"_a = 2.0, "exact"_a = false,
           "One sweep over (high, low, close) float64 (n,) computing ema(close, ema_fast), "
           "ema(close, ema_slow), sma(close, sma), rsi(close, rsi), atr(high, low, close, atr) "
           "and bollinger(close, bb, bb_k); returns a dict of float64 (n,) arrays keyed "
-          "ema_fast, ema_slow, sma, rsi, atr, bb_upper, bb_middle, bb_lower, each "
-          "bit-identical to the single-indicator kernel. fast=True: one sweep in blocks of 4096 "
-          "bars running each indicator's look-ahead / fast form (state carried between "
-          "blocks), ~1e-14 relative, not bit-identical.");
+          "ema_fast, ema_slow, sma, rsi, atr, bb_upper, bb_middle, bb_lower. Default: one "
+          "sweep in blocks of 4096 bars running each indicator's fast form (state carried "
+          "between blocks), ~1e-14 relative; exact=True: one loop of the streaming step code, "
+          "each output bit-identical to the exact single-indicator kernel.");
     m.def("fused_into", &fused_into, "high"_a, "low"_a, "close"_a, "ema_fast"_a, "ema_slow"_a,
-          "sma"_a, "rsi"_a, "atr"_a, "bb"_a, "bb_k"_a, "out"_a, "fast"_a = false,
+          "sma"_a, "rsi"_a, "atr"_a, "bb"_a, "bb_k"_a, "out"_a, "exact"_a = false,
           "fused() written into a dict of caller arrays with the same keys.");
 
     // ---- more streaming ------------------------------------------------------

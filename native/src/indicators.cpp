@@ -6,6 +6,8 @@
 // reference in src/hean/indicators/reference.py.
 #include "hean/indicators.hpp"
 
+#include "fast_kernels.hpp"
+
 #include <algorithm>
 #include <charconv>
 #include <cstdio>
@@ -152,40 +154,6 @@ void Atr::reset() noexcept {
 // ---------------------------------------------------------------------------
 
 
-// ---------------------------------------------------------------------------
-// Batch fast path for first-order linear recurrences v[i] = c*v[i-1] + u[i]
-// (EMA, Wilder ATR and RSI smoothing). A serial chain costs one multiply-add
-// latency per element; with a 4-step look-ahead the chain advances four
-// elements per multiply-add:
-//   v[i+k] = c^k v[i-1] + s_k,  s_1 = u_i, s_k = c s_{k-1} + u_{i+k-1}
-// where the s_k do not depend on v. The results differ from the streaming
-// classes' one-step formula only by rounding (relative error a few ulp, not
-// accumulating since |c| < 1); the tests hold them to 1e-12 relative.
-// ---------------------------------------------------------------------------
-namespace {
-template <class UFn, class Emit>
-inline double lin_rec4(double v, double c, std::size_t i, std::size_t n, UFn &&u, Emit &&emit) {
-    const double c2 = c * c, c3 = c2 * c, c4 = c2 * c2;
-    for (; i + 4 <= n; i += 4) {
-        const double u0 = u(i), u1 = u(i + 1), u2 = u(i + 2), u3 = u(i + 3);
-        const double s2 = c * u0 + u1;
-        const double s3 = c * s2 + u2;
-        const double s4 = c * s3 + u3;
-        const double w1 = c * v + u0, w2 = c2 * v + s2, w3 = c3 * v + s3, w4 = c4 * v + s4;
-        emit(i, w1);
-        emit(i + 1, w2);
-        emit(i + 2, w3);
-        emit(i + 3, w4);
-        v = w4;
-    }
-    for (; i < n; ++i) {
-        v = c * v + u(i);
-        emit(i, v);
-    }
-    return v;
-}
-}  // namespace
-
 static bool overlaps(const double *a, const double *b, std::size_t n) { return n && a < b + n && b < a + n; }
 
 // The batch kernels below keep the state in locals (a class member written
@@ -196,6 +164,10 @@ static bool overlaps(const double *a, const double *b, std::size_t n) { return n
 
 void ema(const double *x, std::size_t n, std::int64_t period, double *out, bool lookahead) {
     check_period("period", period, 1);
+    if (lookahead && !overlaps(x, out, n)) {
+        fast::ema(x, n, period, out);
+        return;
+    }
     const std::size_t p = static_cast<std::size_t>(period);
     const double alpha = 2.0 / (static_cast<double>(period) + 1.0);
     double sum = 0.0;
@@ -208,16 +180,10 @@ void ema(const double *x, std::size_t n, std::int64_t period, double *out, bool 
     sum += x[i];
     double v = sum / static_cast<double>(period);
     out[i++] = v;
-    if (!lookahead) {  // the streaming formula, bit-identical to Ema::update and TA_EMA
-        for (; i < n; ++i) {
-            v = v + alpha * (x[i] - v);
-            out[i] = v;
-        }
-        return;
+    for (; i < n; ++i) {  // the streaming formula, bit-identical to Ema::update and TA_EMA
+        v = v + alpha * (x[i] - v);
+        out[i] = v;
     }
-    // v = (1 - alpha) v + alpha x, with a 4-step look-ahead (see lin_rec4).
-    lin_rec4(v, 1.0 - alpha, i, n, [&](std::size_t j) { return alpha * x[j]; },
-             [&](std::size_t j, double w) { out[j] = w; });
 }
 
 void rolling_log_return_std(const double *close, std::size_t n, std::int64_t window,
@@ -231,6 +197,10 @@ void rolling_log_return_std(const double *close, std::size_t n, std::int64_t win
 void atr(const double *high, const double *low, const double *close, std::size_t n,
          std::int64_t period, double *out, bool lookahead) {
     check_period("period", period, 1);
+    if (lookahead && !(overlaps(out, close, n) || overlaps(out, high, n) || overlaps(out, low, n))) {
+        fast::atr(high, low, close, n, period, out);
+        return;
+    }
     if (n == 0) return;
     const std::size_t pp = static_cast<std::size_t>(period);
     const double p = static_cast<double>(period);
@@ -248,31 +218,13 @@ void atr(const double *high, const double *low, const double *close, std::size_t
     prev = close[i];
     double v = sum / p;
     out[i++] = v;
-    // v = v (p-1)/p + TR/p with a 4-step look-ahead (see lin_rec4); TR[j]
-    // reads close[j-1] directly, so out may alias close only if j-1 < j was
-    // read first: compute TR for a block before writing it.
-    if (!lookahead) {  // the streaming formula, bit-identical to Atr::update
-        const double pm1 = p - 1.0;
-        for (; i < n; ++i) {
-            const double tr = true_range(high[i], low[i], prev);
-            prev = close[i];
-            v = (v * pm1 + tr) / p;
-            out[i] = v;
-        }
-        return;
+    const double pm1 = p - 1.0;  // the streaming formula, bit-identical to Atr::update
+    for (; i < n; ++i) {
+        const double tr = true_range(high[i], low[i], prev);
+        prev = close[i];
+        v = (v * pm1 + tr) / p;
+        out[i] = v;
     }
-    const double c = (p - 1.0) / p, inv = 1.0 / p;
-    if (out == close || out == high || out == low) {
-        for (; i < n; ++i) {
-            const double tr = true_range(high[i], low[i], prev);
-            prev = close[i];
-            v = c * v + tr * inv;
-            out[i] = v;
-        }
-        return;
-    }
-    lin_rec4(v, c, i, n, [&](std::size_t j) { return true_range(high[j], low[j], close[j - 1]) * inv; },
-             [&](std::size_t j, double w) { out[j] = w; });
 }
 
 
@@ -537,34 +489,8 @@ void sma(const double *x, std::size_t n, std::int64_t period, double *out, bool 
     check_period("period", period, 1);
     const std::size_t p = static_cast<std::size_t>(period);
     const double pd = static_cast<double>(period);
-    if (lookahead && !overlaps(x, out, n) && n >= p) {
-        // S[i] = S[i-1] + (x[i] - x[i-p]) with a 4-step look-ahead (one add per
-        // four outputs on the dependency chain), and an exact re-summation of
-        // the window every 1024 outputs so rounding drift cannot accumulate.
-        for (std::size_t i = 0; i + 1 < p; ++i) out[i] = kNaN;
-        std::size_t i = p - 1;
-        while (i < n) {
-            double sum = 0.0;
-            for (std::size_t j = i + 1 - p; j <= i; ++j) sum += x[j];
-            out[i] = sum / pd;
-            const std::size_t end = std::min(n, i + 1024);
-            std::size_t j = i + 1;
-            for (; j + 4 <= end; j += 4) {
-                const double d0 = x[j] - x[j - p], d1 = x[j + 1] - x[j + 1 - p];
-                const double d2 = x[j + 2] - x[j + 2 - p], d3 = x[j + 3] - x[j + 3 - p];
-                const double s1 = d0 + d1, s2 = s1 + d2, s3 = s2 + d3;
-                out[j] = (sum + d0) / pd;
-                out[j + 1] = (sum + s1) / pd;
-                out[j + 2] = (sum + s2) / pd;
-                sum += s3;
-                out[j + 3] = sum / pd;
-            }
-            for (; j < end; ++j) {
-                sum += x[j] - x[j - p];
-                out[j] = sum / pd;
-            }
-            i = end;
-        }
+    if (lookahead && !overlaps(x, out, n)) {
+        fast::sma(x, n, period, out);
         return;
     }
     if (overlaps(x, out, n) && p > 1) {  // in place: x[i-p+1] would be overwritten, keep a ring
@@ -588,6 +514,10 @@ void sma(const double *x, std::size_t n, std::int64_t period, double *out, bool 
 
 void rsi(const double *x, std::size_t n, std::int64_t period, double *out, bool lookahead) {
     check_period("period", period, 1);
+    if (lookahead && (out == x || !overlaps(x, out, n))) {
+        fast::rsi(x, n, period, out);
+        return;
+    }
     if (n == 0) return;
     const std::size_t pp = static_cast<std::size_t>(period);
     const double p = static_cast<double>(period), pm1 = p - 1.0;
@@ -611,59 +541,19 @@ void rsi(const double *x, std::size_t n, std::int64_t period, double *out, bool 
         const double s = gain + loss;
         out[i++] = s != 0.0 ? 100.0 * (gain / s) : 0.0;
     }
-    if (!lookahead) {  // the streaming formula, bit-identical to Rsi::update and TA_RSI
-        for (; i < n; ++i) {
-            const double d = x[i] - prev;
-            prev = x[i];
-            loss *= pm1;
-            gain *= pm1;
-            const double ad = std::fabs(d);  // exact max(-d,0), max(d,0); no branch
-            loss += 0.5 * (ad - d);
-            gain += 0.5 * (d + ad);
-            loss /= p;
-            gain /= p;
-            const double sm = gain + loss;
-            out[i] = sm != 0.0 ? 100.0 * (gain / sm) : 0.0;
-        }
-        return;
-    }
-    // gain/loss = avg (p-1)/p + move/p, two lanes with a 4-step look-ahead.
-    const double c = pm1 / p, inv = 1.0 / p;
-    const double c2 = c * c, c3 = c2 * c, c4 = c2 * c2;
-    auto emit = [&](std::size_t j, double g, double l) {
-        const double sm = g + l;
-        out[j] = sm != 0.0 ? 100.0 * (g / sm) : 0.0;
-    };
-    const bool alias = out == x;
-    for (; !alias && i + 4 <= n; i += 4) {
-        double ug[4], ul[4];
-        for (int k = 0; k < 4; ++k) {
-            const double d = x[i + k] - x[i + k - 1];
-            // (d + |d|)/2 and (|d| - d)/2 are exactly max(d, 0) and max(-d, 0)
-            // (scaling by 2 is exact) and compile without branches, which
-            // would mispredict on every other tick.
-            const double ad = std::fabs(d);
-            ug[k] = (0.5 * (d + ad)) * inv;
-            ul[k] = (0.5 * (ad - d)) * inv;
-        }
-        const double g2 = c * ug[0] + ug[1], g3 = c * g2 + ug[2], g4 = c * g3 + ug[3];
-        const double l2 = c * ul[0] + ul[1], l3 = c * l2 + ul[2], l4 = c * l3 + ul[3];
-        const double G1 = c * gain + ug[0], G2 = c2 * gain + g2, G3 = c3 * gain + g3, G4 = c4 * gain + g4;
-        const double L1 = c * loss + ul[0], L2 = c2 * loss + l2, L3 = c3 * loss + l3, L4 = c4 * loss + l4;
-        emit(i, G1, L1);
-        emit(i + 1, G2, L2);
-        emit(i + 2, G3, L3);
-        emit(i + 3, G4, L4);
-        gain = G4;
-        loss = L4;
-    }
-    if (!alias && i < n) prev = x[i - 1];
+    // the streaming formula, bit-identical to Rsi::update and TA_RSI
     for (; i < n; ++i) {
         const double d = x[i] - prev;
         prev = x[i];
-        gain = c * gain + (d < 0.0 ? 0.0 : d) * inv;
-        loss = c * loss + (d < 0.0 ? -d : 0.0) * inv;
-        emit(i, gain, loss);
+        loss *= pm1;
+        gain *= pm1;
+        const double ad = std::fabs(d);  // exact max(-d,0), max(d,0); no branch
+        loss += 0.5 * (ad - d);
+        gain += 0.5 * (d + ad);
+        loss /= p;
+        gain /= p;
+        const double sm = gain + loss;
+        out[i] = sm != 0.0 ? 100.0 * (gain / sm) : 0.0;
     }
 }
 
@@ -820,68 +710,16 @@ struct MomL {
 };
 }  // namespace
 
-// Bollinger, fast form: the exact form's sliding Welford update, but with
-// multiplications by 1/p in place of the three divisions per output (the
-// divider, not the dependency chain, bounds the exact form), the exact
-// re-summation every multiple of the window >= 128 outputs instead of every
-// window, and middle = the Welford mean instead of TA-Lib's running-sum SMA.
-// Agrees with the exact form to ~1e-14 relative.
-static void bollinger_fast(const double *x, std::size_t n, std::int64_t period, double k, double *upper,
-                           double *middle, double *lower) {
-    const std::size_t w = static_cast<std::size_t>(period);
-    const double inv = 1.0 / static_cast<double>(period);
-    double mean = 0.0, m2 = 0.0, m2_ref = 0.0;
-    auto recompute = [&](std::size_t i) {  // window x[i+1-w .. i], chronological order
-        const double *v = x + (i + 1 - w);
-        double sum = 0.0;
-        for (std::size_t j = 0; j < w; ++j) sum += v[j];
-        const double mn = sum * inv;
-        double q = 0.0;
-        for (std::size_t j = 0; j < w; ++j) {
-            const double d = v[j] - mn;
-            q += d * d;
-        }
-        mean = mn;
-        m2 = q;
-        m2_ref = q;
-    };
-    // re-sum every multiple of the window >= 128 outputs (Welford is stable; the
-    // re-sum only bounds the drift of the running mean)
-    const std::size_t every = w * ((127 + w) / w);
-    std::size_t until_wrap = every;
-    for (std::size_t i = 0; i < n; ++i) {
-        if (i + 1 < w) {
-            upper[i] = middle[i] = lower[i] = kNaN;
-            continue;
-        }
-        if (i + 1 == w || --until_wrap == 0) {
-            recompute(i);
-            until_wrap = every;
-        } else {
-            const double xi = x[i], old = x[i - w];
-            const double delta = xi - old;
-            const double new_mean = mean + delta * inv;
-            m2 += delta * ((xi - new_mean) + (old - mean));
-            mean = new_mean;
-            if (m2 < m2_ref * kCancelGuard) {
-                recompute(i);
-            } else {
-                m2_ref = std::max(m2_ref, m2);  // maxsd: no branch to mispredict
-            }
-        }
-        const double wd = k * std::sqrt((m2 > 0.0 ? m2 : 0.0) * inv);
-        upper[i] = mean + wd;
-        middle[i] = mean;
-        lower[i] = mean - wd;
-    }
-}
-
+// Bollinger: fast = true runs fast::bollinger (indicators_fast.cpp: the exact
+// form's sliding Welford update with multiplications by 1/p, re-summed every
+// multiple of the window >= 128 outputs, middle = the Welford mean; ~1e-14
+// relative); fast = false the streaming classes' operations, bit for bit.
 void bollinger(const double *x, std::size_t n, std::int64_t period, double k, double *upper,
                double *middle, double *lower, bool fast) {
     check_period("period", period, 1);
     if (fast && !(overlaps(x, upper, n) || overlaps(x, middle, n) || overlaps(x, lower, n))) {
         Bollinger probe(period, k);  // validates k
-        bollinger_fast(x, n, period, k, upper, middle, lower);
+        fast::bollinger(x, n, period, k, upper, middle, lower);
         return;
     }
     if (overlaps(x, upper, n) || overlaps(x, middle, n) || overlaps(x, lower, n)) {
@@ -953,207 +791,6 @@ void check_fused(const FusedParams &p) {
     check_k(p.bb_k);
 }
 
-namespace {
-struct MomF {  // Welford with 1/w, re-summed every multiple of w >= 128 outputs
-    std::size_t w, every, until;
-    double inv, mean = 0.0, m2 = 0.0, m2_ref = 0.0;
-    explicit MomF(std::int64_t window)
-        : w(static_cast<std::size_t>(window)), every(w * ((127 + w) / w)), until(every),
-          inv(1.0 / static_cast<double>(window)) {}
-    inline void recompute(const double *x, std::size_t i) {
-        const double *v = x + (i + 1 - w);
-        double sum = 0.0;
-        for (std::size_t j = 0; j < w; ++j) sum += v[j];
-        const double mn = sum * inv;
-        double q = 0.0;
-        for (std::size_t j = 0; j < w; ++j) {
-            const double d = v[j] - mn;
-            q += d * d;
-        }
-        mean = mn;
-        m2 = m2_ref = q;
-    }
-    inline bool step(const double *x, std::size_t i) {
-        if (i + 1 < w) return false;
-        if (i + 1 == w || --until == 0) {
-            recompute(x, i);
-            until = every;
-            return true;
-        }
-        const double xi = x[i], old = x[i - w];
-        const double delta = xi - old;
-        const double nm = mean + delta * inv;
-        m2 += delta * ((xi - nm) + (old - mean));
-        mean = nm;
-        if (m2 < m2_ref * kCancelGuard) recompute(x, i);
-        else m2_ref = std::max(m2_ref, m2);
-        return true;
-    }
-    inline double pstd() const { return std::sqrt((m2 > 0.0 ? m2 : 0.0) * inv); }
-};
-}  // namespace
-
-// The fused fast pass: one sweep over memory in blocks of 4096 bars (inputs
-// and outputs of a block stay in L2); inside a block each indicator runs its
-// own loop, in the look-ahead forms of the single-indicator kernels (EMA, ATR
-// and RSI: v = c v + u with a 4-step look-ahead; SMA: running sum with a
-// 4-step look-ahead, re-summed exactly every 1024 outputs; Bollinger: Welford
-// with 1/p). Every indicator's state carries over from block to block.
-static void fused_fast(const double *high, const double *low, const double *x, std::size_t n,
-                       const FusedParams &fp, const FusedOut &o) {
-    constexpr std::size_t B = 4096;
-    struct EmaS {
-        std::size_t p;
-        double alpha, c, sum = 0.0, v = kNaN;
-    };
-    EmaS ema[2] = {{static_cast<std::size_t>(fp.ema_fast), 2.0 / (static_cast<double>(fp.ema_fast) + 1.0), 0.0},
-                   {static_cast<std::size_t>(fp.ema_slow), 2.0 / (static_cast<double>(fp.ema_slow) + 1.0), 0.0}};
-    double *ema_out[2] = {o.ema_fast, o.ema_slow};
-    for (auto &e : ema) e.c = 1.0 - e.alpha;
-    const std::size_t sp = static_cast<std::size_t>(fp.sma);
-    const double sinv = 1.0 / static_cast<double>(fp.sma);
-    double ssum = 0.0;
-    std::size_t sleft = 0;  // outputs left before the next exact re-summation
-    const std::size_t rp = static_cast<std::size_t>(fp.rsi);
-    const double rP = static_cast<double>(fp.rsi), rc = (rP - 1.0) / rP, rinv = 1.0 / rP;
-    double gain = 0.0, loss = 0.0;
-    const std::size_t ap = static_cast<std::size_t>(fp.atr);
-    const double aP = static_cast<double>(fp.atr), ac = (aP - 1.0) / aP, ainv = 1.0 / aP;
-    double asum = 0.0, av = kNaN;
-    MomF mo(fp.bb);
-    const double k = fp.bb_k;
-    auto rsi_out = [&](std::size_t j, double g, double l) {
-        const double sm = g + l;
-        o.rsi[j] = sm != 0.0 ? 100.0 * (g / sm) : 0.0;
-    };
-    for (std::size_t a = 0; a < n; a += B) {
-        const std::size_t b = std::min(n, a + B);
-        // EMA pair
-        for (int e = 0; e < 2; ++e) {
-            EmaS &st = ema[e];
-            double *out = ema_out[e];
-            std::size_t i = a;
-            for (; i < b && i + 1 < st.p; ++i) {
-                st.sum += x[i];
-                out[i] = kNaN;
-            }
-            if (i < b && i + 1 == st.p) {
-                st.sum += x[i];
-                st.v = st.sum / static_cast<double>(st.p);
-                out[i++] = st.v;
-            }
-            if (i < b)
-                st.v = lin_rec4(st.v, st.c, i, b, [&](std::size_t j) { return st.alpha * x[j]; },
-                                [&](std::size_t j, double w) { out[j] = w; });
-        }
-        // SMA
-        {
-            std::size_t i = a;
-            for (; i < b && i + 1 < sp; ++i) o.sma[i] = kNaN;
-            while (i < b) {
-                if (sleft == 0) {
-                    double s2 = 0.0;
-                    for (std::size_t j = i + 1 - sp; j <= i; ++j) s2 += x[j];
-                    ssum = s2;
-                    o.sma[i++] = ssum * sinv;
-                    sleft = 1023;
-                    continue;
-                }
-                const std::size_t end = std::min(b, i + sleft);
-                sleft -= end - i;
-                for (; i + 4 <= end; i += 4) {
-                    const double d0 = x[i] - x[i - sp], d1 = x[i + 1] - x[i + 1 - sp];
-                    const double d2 = x[i + 2] - x[i + 2 - sp], d3 = x[i + 3] - x[i + 3 - sp];
-                    const double s1 = d0 + d1, s2 = s1 + d2, s3 = s2 + d3;
-                    o.sma[i] = (ssum + d0) * sinv;
-                    o.sma[i + 1] = (ssum + s1) * sinv;
-                    o.sma[i + 2] = (ssum + s2) * sinv;
-                    ssum += s3;
-                    o.sma[i + 3] = ssum * sinv;
-                }
-                for (; i < end; ++i) {
-                    ssum += x[i] - x[i - sp];
-                    o.sma[i] = ssum * sinv;
-                }
-            }
-        }
-        // RSI
-        {
-            std::size_t i = a;
-            for (; i < b && i <= rp; ++i) {
-                if (i == 0) {
-                    o.rsi[i] = kNaN;
-                    continue;
-                }
-                const double d = x[i] - x[i - 1], ad = std::fabs(d);
-                loss += 0.5 * (ad - d);
-                gain += 0.5 * (d + ad);
-                if (i < rp) {
-                    o.rsi[i] = kNaN;
-                } else {
-                    loss /= rP;
-                    gain /= rP;
-                    rsi_out(i, gain, loss);
-                }
-            }
-            const double c2 = rc * rc, c3 = c2 * rc, c4 = c2 * c2;
-            for (; i + 4 <= b; i += 4) {
-                double ug[4], ul[4];
-                for (int q = 0; q < 4; ++q) {
-                    const double d = x[i + q] - x[i + q - 1], ad = std::fabs(d);
-                    ug[q] = (0.5 * (d + ad)) * rinv;
-                    ul[q] = (0.5 * (ad - d)) * rinv;
-                }
-                const double g2 = rc * ug[0] + ug[1], g3 = rc * g2 + ug[2], g4 = rc * g3 + ug[3];
-                const double l2 = rc * ul[0] + ul[1], l3 = rc * l2 + ul[2], l4 = rc * l3 + ul[3];
-                rsi_out(i, rc * gain + ug[0], rc * loss + ul[0]);
-                rsi_out(i + 1, c2 * gain + g2, c2 * loss + l2);
-                rsi_out(i + 2, c3 * gain + g3, c3 * loss + l3);
-                gain = c4 * gain + g4;
-                loss = c4 * loss + l4;
-                rsi_out(i + 3, gain, loss);
-            }
-            for (; i < b; ++i) {
-                const double d = x[i] - x[i - 1], ad = std::fabs(d);
-                gain = rc * gain + (0.5 * (d + ad)) * rinv;
-                loss = rc * loss + (0.5 * (ad - d)) * rinv;
-                rsi_out(i, gain, loss);
-            }
-        }
-        // ATR
-        {
-            std::size_t i = a;
-            for (; i < b && i <= ap; ++i) {
-                if (i == 0) {
-                    o.atr[i] = kNaN;
-                    continue;
-                }
-                asum += true_range(high[i], low[i], x[i - 1]);
-                if (i < ap) {
-                    o.atr[i] = kNaN;
-                } else {
-                    av = asum / aP;
-                    o.atr[i] = av;
-                }
-            }
-            if (i < b)
-                av = lin_rec4(av, ac, i, b, [&](std::size_t j) { return true_range(high[j], low[j], x[j - 1]) * ainv; },
-                              [&](std::size_t j, double w) { o.atr[j] = w; });
-        }
-        // Bollinger
-        for (std::size_t i = a; i < b; ++i) {
-            if (mo.step(x, i)) {
-                const double w = k * mo.pstd();
-                o.bb_upper[i] = mo.mean + w;
-                o.bb_middle[i] = mo.mean;
-                o.bb_lower[i] = mo.mean - w;
-            } else {
-                o.bb_upper[i] = o.bb_middle[i] = o.bb_lower[i] = kNaN;
-            }
-        }
-    }
-}
-
 void fused(const double *high, const double *low, const double *close, std::size_t n,
            const FusedParams &p, const FusedOut &o, bool fast) {
     check_fused(p);
@@ -1161,7 +798,7 @@ void fused(const double *high, const double *low, const double *close, std::size
     bool alias = false;
     for (double *q : outs) alias = alias || overlaps(q, close, n) || overlaps(q, high, n) || overlaps(q, low, n);
     if (fast && !alias) {
-        fused_fast(high, low, close, n, p, o);
+        fast::fused(high, low, close, n, p, o);
         return;
     }
     if (alias) {  // an output overwrites an input: the ring-buffer classes read each input once

@@ -134,11 +134,11 @@ def test_indicators_never_crash(xs, p):
         ind.zscore(x, p)
     ind.atr(x, x, x, p)
     ind.fused(x, x, x, ema_fast=p, ema_slow=p + 1, sma=p, rsi=p, atr=p, bb=p)
-    ind.fused(x, x, x, ema_fast=p, ema_slow=p + 1, sma=p, rsi=p, atr=p, bb=p, fast=True)
-    ind.bollinger(x, p, 2.0, fast=True)
+    ind.fused(x, x, x, ema_fast=p, ema_slow=p + 1, sma=p, rsi=p, atr=p, bb=p, exact=True)
+    ind.bollinger(x, p, 2.0, exact=True)
     for fn in (ind.sma, ind.rsi, ind.ema):
-        fn(x, p, lookahead=True)
-    ind.atr(x, x, x, p, lookahead=True)
+        fn(x, p, exact=True)
+    ind.atr(x, x, x, p, exact=True)
     ind.ofi(x, x, x, x, p)
     bad = ~((x > 0) & np.isfinite(x))
     if bad.any():
@@ -156,9 +156,9 @@ def test_streaming_equals_batch_on_random_series(xs, p):
     x = np.array(xs)
     for cls, fn in ((ind.SMA, ind.sma), (ind.RSI, ind.rsi), (ind.EMA, ind.ema)):
         s = cls(p)
-        assert np.array_equal(np.array([s.update(v) for v in xs]), fn(x, p), equal_nan=True)
-    got = ind.ema(x, p, lookahead=True)
-    exp = ind.ema(x, p)
+        assert np.array_equal(np.array([s.update(v) for v in xs]), fn(x, p, exact=True), equal_nan=True)
+    got = ind.ema(x, p)
+    exp = ind.ema(x, p, exact=True)
     ok = np.isnan(exp) == np.isnan(got)
     assert ok.all()
     m = ~np.isnan(exp)

@@ -271,8 +271,9 @@ inline double RollingLogReturnStd::update_unchecked(double close) noexcept {
 // ---------------------------------------------------------------------------
 
 /// lookahead = false: the streaming step formula (bit-identical to Ema::update
-/// and TA_EMA). lookahead = true: v = (1-alpha) v + alpha x with a 4-step
-/// look-ahead, ~2x faster, equal to ~1e-14 relative.
+/// and TA_EMA). lookahead = true: the fast form (indicators_fast.cpp; the
+/// Python default), v = (1-alpha) v + alpha x with a 4-step look-ahead,
+/// ~1e-14 relative.
 void ema(const double *x, std::size_t n, std::int64_t period, double *out, bool lookahead = false);
 
 /// Throws if any close is not finite and > 0 (message names the index).
@@ -442,12 +443,13 @@ private:
     std::int64_t count_ = 0;
 };
 
-/// lookahead = true: running sum S += x[i] - x[i-period] with a 4-step
-/// look-ahead and an exact re-summation every 1024 outputs (not TA-Lib's bits).
+/// lookahead = true (the fast form, indicators_fast.cpp): running sum
+/// S += x[i] - x[i-period] with a 4-step look-ahead and an exact re-summation
+/// every max(1024, period) outputs (not TA-Lib's bits). rsi: likewise.
 void sma(const double *x, std::size_t n, std::int64_t period, double *out, bool lookahead = false);
 void rsi(const double *x, std::size_t n, std::int64_t period, double *out, bool lookahead = false);
-/// fast = true: shifted running sums re-summed every 256 outputs (see
-/// indicators.cpp), ~1e-13 relative from the exact form, not bit-identical.
+/// fast = true (indicators_fast.cpp): sliding Welford with 1/period, re-summed
+/// every multiple of period >= 128 outputs, ~1e-14 relative, not bit-identical.
 void bollinger(const double *x, std::size_t n, std::int64_t period, double k, double *upper,
                double *middle, double *lower, bool fast = false);
 void zscore(const double *x, std::size_t n, std::int64_t window, double *out);
@@ -467,10 +469,17 @@ struct FusedOut {
     double *ema_fast, *ema_slow, *sma, *rsi, *atr, *bb_upper, *bb_middle, *bb_lower;
 };
 void check_fused(const FusedParams &p);
+/// Which compiled form the fast batch kernels use: "avx2" or "baseline" (x86-64
+/// SSE2). Chosen on first use from the CPU (environment HEAN_NATIVE_ISA=baseline
+/// forces the baseline). Both forms give identical bits.
+const char *batch_isa();
+/// Select "avx2", "baseline" or "auto"; false (nothing changed) for an unknown
+/// name or "avx2" on a CPU without AVX2.
+bool set_batch_isa(const char *name);
 /// One sweep over (high, low, close) computing EMA fast/slow, SMA, RSI, ATR and
 /// Bollinger; each output is bit-identical to the single-indicator kernel.
-/// fast = true: one sweep in blocks of 4096 bars running each indicator's
-/// look-ahead / fast form over the block; ~1e-14 relative.
+/// fast = true: one sweep in blocks of 16384 bars running each indicator's
+/// fast form over the block; ~1e-14 relative.
 void fused(const double *high, const double *low, const double *close, std::size_t n,
            const FusedParams &p, const FusedOut &out, bool fast = false);
 

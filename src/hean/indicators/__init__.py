@@ -4,8 +4,7 @@ The kernels live in ``native/`` and are exposed as :mod:`hean._native`
 (nanobind). This module re-exports them with documentation; the pure-Python
 :mod:`hean.indicators.reference` implements the same API with identical
 semantics and error messages, and the tests hold the three (native batch,
-native streaming, reference) to 1e-12 relative agreement (in practice they are
-bit-identical).
+native streaming, reference) to 1e-12 relative agreement.
 
 Batch functions take 1-D array-likes (converted to C-contiguous ``float64``;
 a copy is made only if needed) and return a new 1-D ``numpy.float64`` array of
@@ -18,9 +17,11 @@ Streaming classes (:class:`EMA`, :class:`RollingLogReturnStd`, :class:`ATR`)
 take one bar per ``update(...)`` call and return the newest value, NaN until
 warm; ``value``, ``ready`` and ``count`` are read-only properties and
 ``reset()`` returns to the freshly constructed state. ``update`` returns exactly
-(bit for bit) what the batch function returns at the same index: both run the
-same compiled C++ step code. Feeding arrays one element at a time from Python
-costs ~50 ns per call; use the batch functions for history.
+(bit for bit) what the batch function with ``exact=True`` returns at the same
+index (both run the same compiled C++ step code), and what the default batch
+function returns to 1e-12 relative (see "Batch forms" below). Feeding arrays one
+element at a time from Python costs ~25-50 ns per call; use the batch functions
+for history.
 
 Indicators (``period``/``window`` are bar counts in ``[lo, MAX_PERIOD]``):
 
@@ -89,20 +90,28 @@ Indicators (``period``/``window`` are bar counts in ``[lo, MAX_PERIOD]``):
     out[i] = sum of e over the last ``window`` updates, NaN for i < window.
     Units of size (base coin); positive = net buying pressure.
 
-``fused(high, low, close, ema_fast=20, ema_slow=100, sma=20, rsi=14, atr=14, bb=20, bb_k=2.0, fast=False)``
-    One sweep over the bars computing the EMA pair, SMA, RSI, ATR and
-    Bollinger bands; returns a dict of float64 arrays keyed by ``FUSED_KEYS``,
-    each bit-identical to the single-indicator result (``fast=True``: blocks
-    of 4096 bars, the look-ahead / fast forms, ~1e-14 relative).
+``fused(high, low, close, ema_fast=20, ema_slow=100, sma=20, rsi=14, atr=14, bb=20, bb_k=2.0, exact=False)``
+    One sweep over the bars (blocks of 16384 bars) computing the EMA pair, SMA,
+    RSI, ATR and Bollinger bands; returns a dict of float64 arrays keyed by
+    ``FUSED_KEYS``, each within 1e-12 relative of the single-indicator result
+    (``exact=True``: one loop of the streaming step code, each output
+    bit-identical to the exact single-indicator result).
 
-Batch vs streaming: every batch kernel is bit-identical to its streaming class
-by default. ``ema``, ``atr``, ``rsi`` and ``sma`` (and their ``_into`` forms) also take
-``lookahead=True``: the same linear recurrence v = c*v + u evaluated with a
-4-step look-ahead (v[i+k] = c^k v[i-1] + s_k), which shortens the serial
-dependency chain ~4x; it changes only the rounding (agreement ~1e-14 relative,
-tested at 1e-12; the SMA form re-sums the window exactly every 1024 outputs). ``fused`` runs the streaming step code, so each of its
-outputs is bit-identical to the streaming class and to the default batch
-function.
+Batch forms. ``ema``, ``sma``, ``rsi``, ``atr``, ``bollinger``, ``fused`` and their
+``_into`` forms run by default the *fast* form: the same formula with another
+operation order (the recurrences v = c*v + u with a 4-step look-ahead
+v[i+k] = c^k v[i-1] + s_k; SMA as S += x[i] - x[i-p] re-summed exactly every
+max(1024, p) outputs; Bollinger's sliding Welford update with multiplications by
+1/p), vectorised, compiled for AVX2 and the x86-64 baseline (identical bits;
+``hean._native.batch_isa()``), writing large outputs with non-temporal stores.
+It agrees with the streaming class to ~1e-14 relative of the input's scale
+(tested: 1e-12, the accuracy contract) and NaN/inf inputs give the streaming
+class's NaN/inf outputs (a non-finite input switches the kernel to the exact
+step). ``exact=True`` runs the streaming classes' operations: bit-identical to
+``update()`` (and to TA-Lib's ``TA_SMA``/``TA_EMA``/middle band). The deprecated
+``lookahead=`` (ema/sma/rsi/atr) and ``fast=`` (bollinger/fused) still work:
+``True`` = the default, ``False`` = ``exact=True`` (DeprecationWarning). With
+``out`` overlapping an input, EMA/SMA/ATR/Bollinger/fused run the exact form.
 
 Invalid arguments raise ValueError naming the argument and its allowed range:
 ``period must be an integer in [1, 1000000], got 0``, ``window must be an integer
@@ -112,6 +121,7 @@ in [2, 1000000], got 1``, ``low must have the same length as high (10), got 9``,
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -156,27 +166,45 @@ def _check_out(out: Any) -> None:
         raise TypeError(f"out must be a writable C-contiguous numpy float64 array, got {got}")
 
 
-def ema(x: ArrayLike, period: int, lookahead: bool = False) -> FloatArray:
+def _exact(exact: bool, alias: bool | None, alias_name: str) -> bool:
+    """The ``exact`` flag passed to the kernel, honouring the deprecated alias
+    (``lookahead=True``/``fast=True`` = the fast form, now the default;
+    ``lookahead=False``/``fast=False`` = the exact form)."""
+    if alias is None:
+        return bool(exact)
+    warnings.warn(f"{alias_name}= is deprecated: the fast form is the default now; "
+                  f"pass exact=True for the form bit-identical to the streaming class",
+                  DeprecationWarning, stacklevel=3)
+    if alias and exact:
+        raise ValueError(f"exact=True contradicts {alias_name}=True")
+    return bool(exact) or not alias
+
+
+def ema(x: ArrayLike, period: int, *, exact: bool = False,
+        lookahead: bool | None = None) -> FloatArray:
     """Exponential moving average with TA-Lib seeding.
 
     Args:
         x: 1-D values (any units), converted to C-contiguous float64.
         period: bars, in [1, MAX_PERIOD]; alpha = 2/(period+1).
-        lookahead: evaluate (1-alpha)*v + alpha*x with a 4-step look-ahead
-            (~2x faster; ~1e-14 relative from the bit-exact default).
+        exact: True: the streaming formula, bit-identical to ``EMA.update``
+            and ``TA_EMA``; False (default): (1-alpha)*v + alpha*x with a 4-step
+            look-ahead, ~1e-14 relative from it (see the module docstring).
+        lookahead: deprecated alias (True = default, False = exact=True).
 
     Returns:
         New float64 array, shape ``(len(x),)``, units of ``x``. NaN for
         indices < period-1; out[period-1] = mean(x[:period]); then
         out[i] = out[i-1] + alpha*(x[i] - out[i-1]). Source: TA-Lib TA_EMA.
     """
-    return _native.ema(_as_input("x", x), period, lookahead)
+    return _native.ema(_as_input("x", x), period, _exact(exact, lookahead, "lookahead"))
 
 
-def ema_into(x: ArrayLike, period: int, out: FloatArray, lookahead: bool = False) -> None:
+def ema_into(x: ArrayLike, period: int, out: FloatArray, *, exact: bool = False,
+        lookahead: bool | None = None) -> None:
     """:func:`ema` written into ``out`` (writable C-contiguous float64, shape ``(len(x),)``)."""
     _check_out(out)
-    _native.ema_into(_as_input("x", x), period, out, lookahead)
+    _native.ema_into(_as_input("x", x), period, out, _exact(exact, lookahead, "lookahead"))
 
 
 def rolling_log_return_std(close: ArrayLike, window: int) -> FloatArray:
@@ -205,13 +233,16 @@ def rolling_log_return_std_into(close: ArrayLike, window: int, out: FloatArray) 
 
 
 def atr(high: ArrayLike, low: ArrayLike, close: ArrayLike, period: int,
-        lookahead: bool = False) -> FloatArray:
+        *, exact: bool = False, lookahead: bool | None = None) -> FloatArray:
     """Wilder's average true range, as TA-Lib computes it.
 
     Args:
         high, low, close: 1-D bar prices of equal length, converted to
             C-contiguous float64.
         period: bars, in [1, MAX_PERIOD].
+        exact: True: bit-identical to ``ATR.update``; False (default): the fast
+            form (c*v + TR/period with a 4-step look-ahead, ~1e-14 relative).
+        lookahead: deprecated alias (True = default, False = exact=True).
 
     Returns:
         New float64 array, shape ``(len(high),)``, price units.
@@ -221,15 +252,16 @@ def atr(high: ArrayLike, low: ArrayLike, close: ArrayLike, period: int,
         ``period``. Sources: Wilder (1978); TA-Lib TA_ATR.
     """
     return _native.atr(_as_input("high", high), _as_input("low", low),
-                       _as_input("close", close), period, lookahead)
+                       _as_input("close", close), period, _exact(exact, lookahead, "lookahead"))
 
 
 def atr_into(high: ArrayLike, low: ArrayLike, close: ArrayLike, period: int,
-             out: FloatArray, lookahead: bool = False) -> None:
+             out: FloatArray, *, exact: bool = False,
+        lookahead: bool | None = None) -> None:
     """:func:`atr` written into ``out`` (writable C-contiguous float64, shape ``(len(high),)``)."""
     _check_out(out)
     _native.atr_into(_as_input("high", high), _as_input("low", low),
-                     _as_input("close", close), period, out, lookahead)
+                     _as_input("close", close), period, out, _exact(exact, lookahead, "lookahead"))
 
 
 # ---------------------------------------------------------------------------
@@ -240,73 +272,85 @@ def atr_into(high: ArrayLike, low: ArrayLike, close: ArrayLike, period: int,
 FUSED_KEYS = ("ema_fast", "ema_slow", "sma", "rsi", "atr", "bb_upper", "bb_middle", "bb_lower")
 
 
-def sma(x: ArrayLike, period: int, lookahead: bool = False) -> FloatArray:
+def sma(x: ArrayLike, period: int, *, exact: bool = False,
+        lookahead: bool | None = None) -> FloatArray:
     """Simple moving average (TA-Lib ``TA_SMA``, bit-identical).
 
     Args:
         x: 1-D values, converted to C-contiguous float64.
         period: bars, in [1, MAX_PERIOD].
-        lookahead: S += x[i] - x[i-period] with a 4-step look-ahead and an exact
-            re-summation every 1024 outputs (~2x faster; ~1e-15 relative, not
-            TA-Lib's bits).
+        exact: True: TA-Lib's running sum, bit-identical to ``SMA.update`` and
+            ``TA_SMA``; False (default): S += x[i] - x[i-period] with a 4-step
+            look-ahead, re-summed exactly every max(1024, period) outputs
+            (~1e-15 relative).
+        lookahead: deprecated alias (True = default, False = exact=True).
 
     Returns:
         float64 array, shape ``(len(x),)``, units of ``x``; NaN for i < period-1.
     """
-    return _native.sma(_as_input("x", x), period, lookahead)
+    return _native.sma(_as_input("x", x), period, _exact(exact, lookahead, "lookahead"))
 
 
-def sma_into(x: ArrayLike, period: int, out: FloatArray, lookahead: bool = False) -> None:
+def sma_into(x: ArrayLike, period: int, out: FloatArray, *, exact: bool = False,
+        lookahead: bool | None = None) -> None:
     """:func:`sma` written into ``out`` (writable C-contiguous float64, shape ``(len(x),)``)."""
     _check_out(out)
-    _native.sma_into(_as_input("x", x), period, out, lookahead)
+    _native.sma_into(_as_input("x", x), period, out, _exact(exact, lookahead, "lookahead"))
 
 
-def rsi(x: ArrayLike, period: int = 14, lookahead: bool = False) -> FloatArray:
+def rsi(x: ArrayLike, period: int = 14, *, exact: bool = False,
+        lookahead: bool | None = None) -> FloatArray:
     """Wilder's RSI with TA-Lib seeding (``TA_RSI``).
 
     Args:
         x: 1-D prices, converted to C-contiguous float64.
         period: bars, in [1, MAX_PERIOD].
+        exact: True: bit-identical to ``RSI.update``; False (default): the
+            averages as c*avg + move/period with a 4-step look-ahead (~1e-14
+            relative).
+        lookahead: deprecated alias (True = default, False = exact=True).
 
     Returns:
         float64 array, shape ``(len(x),)``, values in [0, 100]; NaN for i < period.
     """
-    return _native.rsi(_as_input("x", x), period, lookahead)
+    return _native.rsi(_as_input("x", x), period, _exact(exact, lookahead, "lookahead"))
 
 
-def rsi_into(x: ArrayLike, period: int, out: FloatArray, lookahead: bool = False) -> None:
+def rsi_into(x: ArrayLike, period: int, out: FloatArray, *, exact: bool = False,
+        lookahead: bool | None = None) -> None:
     """:func:`rsi` written into ``out`` (writable C-contiguous float64, shape ``(len(x),)``)."""
     _check_out(out)
-    _native.rsi_into(_as_input("x", x), period, out, lookahead)
+    _native.rsi_into(_as_input("x", x), period, out, _exact(exact, lookahead, "lookahead"))
 
 
-def bollinger(x: ArrayLike, period: int = 20, k: float = 2.0,
-              fast: bool = False) -> tuple[FloatArray, FloatArray, FloatArray]:
+def bollinger(x: ArrayLike, period: int = 20, k: float = 2.0, *, exact: bool = False,
+              fast: bool | None = None) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Bollinger bands.
 
     Args:
         x: 1-D prices, converted to C-contiguous float64.
         period: window in bars, in [1, MAX_PERIOD].
         k: band width in population standard deviations, in [0, 1000].
-        fast: the same sliding Welford update and exact re-summation on every
-            wrap, with multiplications by 1/period instead of the three
-            divisions per output, and middle = the Welford mean instead of the
-            running-sum SMA; ~1e-15 relative from the default, not bit-identical.
+        exact: True: bit-identical to ``Bollinger.update`` (middle = TA-Lib's
+            running-sum SMA); False (default): the sliding Welford update with
+            multiplications by 1/period, re-summed every multiple of period >=
+            128 outputs, middle = the Welford mean (~1e-14 relative).
+        fast: deprecated alias (True = default, False = exact=True).
 
     Returns:
         ``(upper, middle, lower)``, float64 arrays of shape ``(len(x),)`` in the
         units of ``x``; middle = sma(x, period); NaN for i < period-1.
     """
-    return _native.bollinger(_as_input("x", x), period, float(k), fast)
+    return _native.bollinger(_as_input("x", x), period, float(k), _exact(exact, fast, "fast"))
 
 
 def bollinger_into(x: ArrayLike, period: int, k: float, upper: FloatArray, middle: FloatArray,
-                   lower: FloatArray, fast: bool = False) -> None:
+                   lower: FloatArray, *, exact: bool = False, fast: bool | None = None) -> None:
     """:func:`bollinger` written into three caller arrays (writable C-contiguous float64)."""
     for o in (upper, middle, lower):
         _check_out(o)
-    _native.bollinger_into(_as_input("x", x), period, float(k), upper, middle, lower, fast)
+    _native.bollinger_into(_as_input("x", x), period, float(k), upper, middle, lower,
+                            _exact(exact, fast, "fast"))
 
 
 def zscore(x: ArrayLike, window: int) -> FloatArray:
@@ -373,35 +417,37 @@ def ofi_into(bid_px: ArrayLike, bid_sz: ArrayLike, ask_px: ArrayLike, ask_sz: Ar
 
 def fused(high: ArrayLike, low: ArrayLike, close: ArrayLike, *, ema_fast: int = 20,
           ema_slow: int = 100, sma: int = 20, rsi: int = 14, atr: int = 14, bb: int = 20,
-          bb_k: float = 2.0, fast: bool = False) -> dict[str, FloatArray]:
+          bb_k: float = 2.0, exact: bool = False, fast: bool | None = None) -> dict[str, FloatArray]:
     """Several indicators in one sweep over the bars.
 
     Args:
         high, low, close: 1-D bar prices of equal length (float64).
         ema_fast, ema_slow, sma, rsi, atr, bb: periods in bars; bb_k band width.
-        fast: sweep memory once in blocks of 4096 bars and run each
-            indicator's look-ahead / fast form over the block (EMA, ATR, RSI,
-            SMA ``lookahead=True``; Bollinger ``fast=True``), state carried
-            between blocks: ~1e-14 relative from the default, not bit-identical.
+        exact: False (default): one sweep in blocks of 16384 bars running each
+            indicator's fast form over the block, state carried between blocks
+            (~1e-14 relative); True: one loop of the streaming step code.
+        fast: deprecated alias (True = default, False = exact=True).
 
     Returns:
         dict keyed by :data:`FUSED_KEYS`, each a float64 array of shape
-        ``(len(close),)`` bit-identical to the single-indicator function's
-        default (``lookahead=False``) result
+        ``(len(close),)``, within 1e-12 relative of (``exact=True``: bit-identical
+        to) the single-indicator function's result with the same ``exact``
         (ema(close, ema_fast), ema(close, ema_slow), sma(close, sma), rsi(close,
         rsi), atr(high, low, close, atr), bollinger(close, bb, bb_k)).
     """
     return _native.fused(_as_input("high", high), _as_input("low", low), _as_input("close", close),
-                         ema_fast, ema_slow, sma, rsi, atr, bb, float(bb_k), fast)
+                         ema_fast, ema_slow, sma, rsi, atr, bb, float(bb_k),
+                         _exact(exact, fast, "fast"))
 
 
 def fused_into(high: ArrayLike, low: ArrayLike, close: ArrayLike, out: dict[str, FloatArray], *,
                ema_fast: int = 20, ema_slow: int = 100, sma: int = 20, rsi: int = 14, atr: int = 14,
-               bb: int = 20, bb_k: float = 2.0, fast: bool = False) -> None:
+               bb: int = 20, bb_k: float = 2.0, exact: bool = False, fast: bool | None = None) -> None:
     """:func:`fused` written into ``out``, a dict of caller arrays keyed by :data:`FUSED_KEYS`."""
     for key in FUSED_KEYS:
         if key not in out:
             raise ValueError(f"out is missing the key {key!r}")
         _check_out(out[key])
     _native.fused_into(_as_input("high", high), _as_input("low", low), _as_input("close", close),
-                       ema_fast, ema_slow, sma, rsi, atr, bb, float(bb_k), out, fast)
+                       ema_fast, ema_slow, sma, rsi, atr, bb, float(bb_k), out,
+                       _exact(exact, fast, "fast"))
