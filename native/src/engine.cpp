@@ -20,6 +20,18 @@ const Dec kZero{0, 0};
 const Dec kHundred{100, 0};
 const Dec kBps{1, -4};
 const Dec kSoftRelease{8, -1};  // SOFT_BRAKE_RELEASE = 0.8
+// the closes ring's capacity: the power of two >= lookback + 1
+std::size_t closes_capacity(std::int64_t lookback) {
+    std::size_t c = 1;
+    while (c < static_cast<std::size_t>(lookback) + 1) c <<= 1;
+    return c;
+}
+std::int64_t warm_count(const EngineParams &p) {
+    std::int64_t w = p.ema_fast;
+    for (std::int64_t v : {p.ema_slow, p.vol_window + 1, p.atr_period + 1, p.lookback + 1})
+        if (v > w) w = v;
+    return w;
+}
 }  // namespace
 
 PaperEngine::Sym::Sym(const InstrumentSpec &i, const EngineParams &p, int pd, int qd)
@@ -30,7 +42,8 @@ PaperEngine::Sym::Sym(const InstrumentSpec &i, const EngineParams &p, int pd, in
       ema_slow(p.ema_slow),
       vol(p.vol_window),
       atr(p.atr_period),
-      closes(static_cast<std::size_t>(p.lookback + 1), 0.0) {}
+      closes(closes_capacity(p.lookback), 0.0),
+      closes_mask(closes_capacity(p.lookback) - 1) {}
 
 PaperEngine::PaperEngine(const EngineConfig &cfg) : cfg_(cfg) {
     const int pd = cfg.price_decimals, qd = cfg.qty_decimals, md = cfg.money_decimals;
@@ -50,6 +63,7 @@ PaperEngine::PaperEngine(const EngineConfig &cfg) : cfg_(cfg) {
     money_per_pq_ = pow10_128(md - pd - qd);
     money_scale_f_ = static_cast<double>(pow10_128(md));
     sqrt_lookback_ = std::sqrt(static_cast<double>(p.lookback));
+    warm_n_ = warm_count(p);
     price_scale_f_ = static_cast<double>(pow10_128(pd));
     money_per_fee_ = pow10_128(md - 8);
     slip_up_ = dec_add(kOne, dec_mul(cfg.slippage_bps, kBps));
@@ -58,16 +72,17 @@ PaperEngine::PaperEngine(const EngineConfig &cfg) : cfg_(cfg) {
     bool exact = true;
     cash_ = dec_to_scaled(cfg.capital, md, &exact);
     if (!exact) throw std::invalid_argument("capital has more decimals than money_decimals");
-    peak_ = day_start_ = cash_;
+    peak_ = day_start_ = eq_ = cash_;
 }
 
 void PaperEngine::set_policy(const PolicySpec &p, bool evaluate) {
     pol_ = p;
     if (p.present) {
-        hard_dd_f_ = dec_to_double(p.hard_dd);
-        soft_dd_f_ = dec_to_double(p.soft_dd);
         soft_release_line_ = dec_mul(p.soft_dd, kSoftRelease);
-        soft_rel_f_ = dec_to_double(soft_release_line_);
+        set_dd_line(dd_hard_, p.hard_dd);
+        set_dd_line(dd_soft_, p.soft_dd);
+        set_dd_line(dd_release_, soft_release_line_);
+        bounds_peak_ = -1;
         max_daily_loss_dec_ = p.max_daily_loss;
         max_daily_loss_ = dec_to_scaled(p.max_daily_loss, cfg_.money_decimals, &max_daily_loss_exact_);
     }
@@ -91,14 +106,16 @@ void PaperEngine::update_spec(const EngineParams &np, bool paused, Dec slippage_
     slip_down_ = dec_sub(kOne, dec_mul(slippage_bps, kBps));
     risk_fraction_dec_ = dec_from_double_repr(np.risk_fraction);
     sqrt_lookback_ = std::sqrt(static_cast<double>(np.lookback));
+    warm_n_ = warm_count(np);
     if (reset) {  // SymbolState.reset_indicators
         for (Sym &st : sym_) {
             st.ema_fast = Ema(np.ema_fast);
             st.ema_slow = Ema(np.ema_slow);
             st.vol = RollingLogReturnStd(np.vol_window);
             st.atr = Atr(np.atr_period);
-            st.closes.assign(static_cast<std::size_t>(np.lookback + 1), 0.0);
-            st.closes_pos = st.closes_len = 0;
+            st.closes.assign(closes_capacity(np.lookback), 0.0);
+            st.closes_mask = st.closes.size() - 1;
+            st.ind_n = 0;
         }
     }
 }
@@ -125,11 +142,11 @@ bool PaperEngine::clear_hard_stop(std::int64_t at_us) {
 
 // ---- figures -----------------------------------------------------------------
 
-i128 PaperEngine::equity() const {
+void PaperEngine::refresh_equity() {
     i128 eq = cash_;
     for (const Sym &st : sym_)
         if (st.size != 0) eq += static_cast<i128>(st.mark - st.entry) * st.size * money_per_pq_;
-    return eq;
+    eq_ = eq;
 }
 
 i128 PaperEngine::gross_notional() const {
@@ -173,28 +190,46 @@ Dec PaperEngine::drawdown_percent() const {
     return dec_mul(dec_div(money_dec(diff), money_dec(peak_)), kHundred);
 }
 
-// dd >= x, where dd = max((peak - eq) / peak * 100, 0) with Python's 28-digit
-// division. Decided in float64 when it is far from the line, else exactly.
-static inline double i128_to_f(i128 v) {
-    // cvtsi2sd when it fits in 64 bits (the common case), else libgcc's conversion
-    return (v >= INT64_MIN && v <= INT64_MAX) ? static_cast<double>(static_cast<std::int64_t>(v))
-                                              : static_cast<double>(v);
+void PaperEngine::set_dd_line(DdLine &line, Dec x) {
+    line.x = x;
+    line.xf = dec_to_double(x);
+    line.at_zero = dec_sign(x) <= 0;
+    line.lo = 1;  // exact tests until refresh_dd_bounds()
+    line.hi = ~(i128{1} << 127);
+}
+
+// The integer bounds of every line for the current peak (> 0): T = x * peak / 100
+// in float64 (relative error < 1e-15); lo = floor(T - |T| 1e-9) - 1 and hi =
+// ceil(T + |T| 1e-9) + 1. diff < lo implies dd < x and diff > hi implies dd > x
+// even after the 28-digit rounding (relative 1e-27). If T is too large for i128
+// the line gets lo = 1, hi = max: every diff > 0 takes the exact test.
+void PaperEngine::refresh_dd_bounds() {
+    bounds_peak_ = peak_;
+    const double pf = (peak_ >= INT64_MIN && peak_ <= INT64_MAX)
+                          ? static_cast<double>(static_cast<std::int64_t>(peak_))
+                          : static_cast<double>(peak_);
+    for (DdLine *line : {&dd_hard_, &dd_soft_, &dd_release_}) {
+        const double t = line->xf * pf / 100.0;
+        const double m = (t < 0 ? -t : t) * 1e-9;
+        if (!(t - m > -1e36 && t + m < 1e36)) {  // also NaN/inf
+            line->lo = 1;
+            line->hi = ~(i128{1} << 127);
+            continue;
+        }
+        line->lo = static_cast<i128>(std::floor(t - m)) - 1;
+        line->hi = static_cast<i128>(std::ceil(t + m)) + 1;
+    }
 }
 
 // dd >= x, where dd = max((peak - eq) / peak * 100, 0) with Python's 28-digit
-// division; diff = peak - eq, ddf its float64 estimate. Decided in float64 when
-// it is far from the line, else exactly.
-__attribute__((always_inline)) inline bool PaperEngine::dd_at_least(Dec x, double xf, i128 diff,
-                                                                     double diff100) const {
-    if (peak_ <= 0) return dec_cmp(kHundred, x) >= 0;
-    if (diff <= 0) return dec_sign(x) <= 0;
-    // dd = diff / peak * 100 >= x  <=>  diff * 100 >= x * peak (peak > 0), in float64
-    // with a 1e-9 relative margin; the exact 28-digit comparison decides inside it
-    const double rhs = xf * peak_f_;
-    const double tol = 1e-9 * (rhs > 0 ? rhs : -rhs) + 1e-300;
-    if (diff100 > rhs + tol) return true;
-    if (diff100 < rhs - tol) return false;
-    return dec_cmp(dec_mul(dec_div(money_dec(diff), money_dec(peak_)), kHundred), x) >= 0;
+// division; diff = peak - eq.
+inline bool PaperEngine::dd_at_least(const DdLine &line, i128 diff) {
+    if (peak_ <= 0) return dec_cmp(kHundred, line.x) >= 0;
+    if (diff <= 0) return line.at_zero;
+    if (peak_ != bounds_peak_) refresh_dd_bounds();
+    if (diff < line.lo) return false;
+    if (diff > line.hi) return true;
+    return dec_cmp(dec_mul(dec_div(money_dec(diff), money_dec(peak_)), kHundred), line.x) >= 0;
 }
 
 bool PaperEngine::trading_active() const {
@@ -208,14 +243,20 @@ bool PaperEngine::trading_active() const {
 
 void PaperEngine::evaluate_risk() { evaluate_risk(equity()); }
 
-void PaperEngine::evaluate_risk(i128 eq) {
+inline void PaperEngine::evaluate_risk(i128 eq) {
     int reasons = 0;
     int state = RS_NORMAL;
     if (pol_.present) {
         const i128 diff = peak_ - eq;
-        peak_f_ = i128_to_f(peak_);
-        const double ddf = diff > 0 ? i128_to_f(diff) * 100.0 : 0.0;
-        const bool hard = dd_at_least(pol_.hard_dd, hard_dd_f_, diff, ddf);
+        const DdLine &soft_line = risk_state_ == RS_SOFT_BRAKE ? dd_release_ : dd_soft_;
+        bool hard, soft;
+        if (diff <= 0 && peak_ > 0) {  // at (or above) the peak: dd = 0
+            hard = dd_hard_.at_zero;
+            soft = soft_line.at_zero;
+        } else {
+            hard = dd_at_least(dd_hard_, diff);
+            soft = dd_at_least(soft_line, diff);
+        }
         if (hard) reasons |= RR_HARD_DD;
         i128 loss = day_start_ - eq;
         if (loss < 0) loss = 0;
@@ -234,9 +275,7 @@ void PaperEngine::evaluate_risk(i128 eq) {
             state = RS_HARD_STOP;
             if (!reasons) reasons |= RR_LATCHED;
         }
-        const bool braking = risk_state_ == RS_SOFT_BRAKE;
-        if (braking ? dd_at_least(soft_release_line_, soft_rel_f_, diff, ddf)
-                    : dd_at_least(pol_.soft_dd, soft_dd_f_, diff, ddf)) {
+        if (soft) {
             reasons |= RR_SOFT_DD;
             if (state == RS_NORMAL) state = RS_SOFT_BRAKE;
         }
@@ -245,14 +284,16 @@ void PaperEngine::evaluate_risk(i128 eq) {
         reasons |= RR_QUARANTINE;
         if (state < RS_QUARANTINE) state = RS_QUARANTINE;
     }
-    if (state != risk_state_) {
-        risk_events_.push_back(RiskEvent{bar_index_, static_cast<std::int8_t>(risk_state_),
-                                         static_cast<std::int8_t>(state), reasons});
-        const bool entering_hard_stop = state == RS_HARD_STOP;
-        risk_state_ = state;
-        if (entering_hard_stop) flatten_all();
-    }
+    if (state != risk_state_) risk_transition(state, reasons);
     risk_reasons_ = reasons;
+}
+
+void PaperEngine::risk_transition(int state, int reasons) {
+    risk_events_.push_back(RiskEvent{bar_index_, static_cast<std::int8_t>(risk_state_),
+                                     static_cast<std::int8_t>(state), reasons});
+    const bool entering_hard_stop = state == RS_HARD_STOP;
+    risk_state_ = state;
+    if (entering_hard_stop) flatten_all();
 }
 
 void PaperEngine::flatten_all() {
@@ -342,6 +383,7 @@ void PaperEngine::fill(int s, int side, std::int64_t qty, std::int64_t ref, std:
     cash_ += realized * money_per_pq_ - static_cast<i128>(fee_e8) * money_per_fee_;
     fills_.push_back(FillRec{ts, qty, price, fee_e8, seq, s, static_cast<std::int8_t>(side),
                              static_cast<std::int8_t>(reason), realized});
+    refresh_equity();
 }
 
 // Engine._execute_pending
@@ -411,6 +453,14 @@ void PaperEngine::check_exits(int s, const Bar &b) {
 
 // ---- the per-bar step (Engine.on_bar) ------------------------------------------------
 
+// All prices > 0, low <= open, close <= high, high < 2^53 (exact as float64). low > 0
+// and low <= open, close <= high imply the other positivity and ordering tests;
+// non-short-circuit & keeps it to one branch.
+static inline bool bar_ok(const Bar &b) {
+    return (b.low > 0) & (b.low <= b.open) & (b.open <= b.high) & (b.low <= b.close) &
+           (b.close <= b.high) & (b.high < (std::int64_t{1} << 53));
+}
+
 bool PaperEngine::dropped(Sym &st, const Bar &b) {
     return st.bars_seen && b.ts <= st.last_ts;
 }
@@ -428,20 +478,20 @@ void PaperEngine::update_indicators(Sym &st, double c, double h, double l, Featu
     f->slow = st.ema_slow.update(c);
     // valid_bar(): c is finite and > 0. The std itself (sqrt(M2/(w-1))) is only
     // computed when needed: lazily by the built-in signal, eagerly for callbacks.
-    const bool vol_ready = st.vol.advance(c);
+    st.vol.advance(c);
     f->sigma = kNaN;
     f->atr = st.atr.update(h, l, c);
-    const std::size_t cap = st.closes.size();
-    st.closes[st.closes_pos] = c;
-    st.closes_pos = st.closes_pos + 1 == cap ? 0 : st.closes_pos + 1;
-    if (st.closes_len < cap) ++st.closes_len;
-    f->warm = !(std::isnan(f->fast) || std::isnan(f->slow) || !vol_ready || std::isnan(f->atr)) &&
-              st.closes_len == cap;
+    const std::uint64_t k = static_cast<std::uint64_t>(st.ind_n++);
+    st.closes[k & st.closes_mask] = c;
+    // Every indicator has had the same updates; with finite inputs each is a number
+    // exactly from its warm-up count on (EMA: period; volatility: window + 1 closes;
+    // ATR: period + 1; the closes ring: lookback + 1), so warm is one comparison.
+    f->warm = st.ind_n >= warm_n_;
     f->vol = &st.vol;
-    // ln(closes[-1] / closes[0]): the newest over the oldest of the ring; the
-    // built-in path computes it lazily (only when the entry signal is read).
+    // ln(closes[-1] / closes[0]): the newest over the oldest of the ring (meaningful
+    // once warm); the built-in path computes it lazily (only when the signal is read).
     f->ret = kNaN;
-    f->oldest = st.closes[st.closes_pos];
+    f->oldest = st.closes[(k - static_cast<std::uint64_t>(cfg_.params.lookback)) & st.closes_mask];
     f->close = c;
 }
 
@@ -508,7 +558,7 @@ template <class Signal>
 void PaperEngine::step(int s, const Bar &b, const Features &f, Signal &&signal) {
     Sym &st = sym_[s];
     st.last_ts = b.ts;
-    if (b.ts > now_ms_) now_ms_ = b.ts;
+    now_ms_ = b.ts > now_ms_ ? b.ts : now_ms_;
     ++bars_processed_;
     // day = ts // 86_400_000 (floor), cached while the bar stays in the same day
     std::int64_t day;
@@ -522,8 +572,9 @@ void PaperEngine::step(int s, const Bar &b, const Features &f, Signal &&signal) 
         has_day_ = true;
         day_ = day;
     }
-    execute_pending(s, b);
-    check_exits(s, b);
+    if (st.has_pending) execute_pending(s, b);
+    if (st.size != 0 && st.has_stop) check_exits(s, b);
+    if (st.size != 0) eq_ += static_cast<i128>(b.close - st.mark) * st.size * money_per_pq_;
     st.mark = b.close;
     st.has_mark = true;
     ++st.bars_seen;
@@ -551,10 +602,7 @@ void PaperEngine::step(int s, const Bar &b, const Features &f, Signal &&signal) 
 }
 
 bool PaperEngine::valid_bar(const Bar &b) {
-    if (b.open > 0 && b.high > 0 && b.low > 0 && b.close > 0 && b.low <= b.high && b.low <= b.open &&
-        b.open <= b.high && b.low <= b.close && b.close <= b.high &&
-        b.high < (std::int64_t{1} << 53))
-        return true;
+    if (bar_ok(b)) return true;
     ++rejected_bars_;
     return false;
 }
@@ -591,9 +639,7 @@ bool PaperEngine::features(int s, const Bar &b, Features *f, bool with_ret, bool
                            const double *chl) {
     if (s < 0 || s >= n_symbols()) throw std::out_of_range("symbol index out of range");
     Sym &st = sym_[s];
-    if (!(b.open > 0 && b.high > 0 && b.low > 0 && b.close > 0 && b.low <= b.high && b.low <= b.open &&
-          b.open <= b.high && b.low <= b.close && b.close <= b.high && b.high < (std::int64_t{1} << 53)) ||
-        (st.f_bars_seen && b.ts <= st.f_last_ts)) {
+    if (!bar_ok(b) || (st.f_bars_seen && b.ts <= st.f_last_ts)) {
         *f = Features{kNaN, kNaN, kNaN, kNaN, kNaN, false};
         return false;
     }
