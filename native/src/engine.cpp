@@ -20,6 +20,8 @@ const Dec kZero{0, 0};
 const Dec kHundred{100, 0};
 const Dec kBps{1, -4};
 const Dec kSoftRelease{8, -1};  // SOFT_BRAKE_RELEASE = 0.8
+// relative margin of the log-free bounds of the impulse signal (see run())
+constexpr double kLogMargin = 1e-9;
 // the closes ring's capacity: the power of two >= lookback + 1
 std::size_t closes_capacity(std::int64_t lookback) {
     std::size_t c = 1;
@@ -473,7 +475,8 @@ void PaperEngine::update_indicators(Sym &st, const Bar &b, Features *f) {
                       static_cast<double>(b.low) / scale, f);
 }
 
-void PaperEngine::update_indicators(Sym &st, double c, double h, double l, Features *f) {
+__attribute__((always_inline)) inline void PaperEngine::update_indicators(Sym &st, double c, double h, double l,
+                                                                         Features *f) {
     f->fast = st.ema_fast.update(c);
     f->slow = st.ema_slow.update(c);
     // valid_bar(): c is finite and > 0. The std itself (sqrt(M2/(w-1))) is only
@@ -563,10 +566,11 @@ void PaperEngine::step(int s, const Bar &b, const Features &f, Signal &&signal) 
     // day = ts // 86_400_000 (floor), cached while the bar stays in the same day
     std::int64_t day;
     if (has_day_ && b.ts >= day_lo_ && b.ts < day_lo_ + 86400000) {
-        day = day_lo_ / 86400000;
+        day = day_lo_day_;
     } else {
         day = b.ts >= 0 ? b.ts / 86400000 : -((-b.ts + 86399999) / 86400000);
         day_lo_ = day * 86400000;
+        day_lo_day_ = day;
     }
     if (!has_day_) {
         has_day_ = true;
@@ -638,6 +642,12 @@ void PaperEngine::on_bar(int s, const Bar &b) {
 bool PaperEngine::features(int s, const Bar &b, Features *f, bool with_ret, bool with_sigma,
                            const double *chl) {
     if (s < 0 || s >= n_symbols()) throw std::out_of_range("symbol index out of range");
+    return features_unchecked(s, b, f, with_ret, with_sigma, chl);
+}
+
+__attribute__((always_inline)) inline bool PaperEngine::features_unchecked(int s, const Bar &b, Features *f,
+                                                                           bool with_ret, bool with_sigma,
+                                                                           const double *chl) {
     Sym &st = sym_[s];
     if (!bar_ok(b) || (st.f_bars_seen && b.ts <= st.f_last_ts)) {
         *f = Features{kNaN, kNaN, kNaN, kNaN, kNaN, false};
@@ -676,8 +686,12 @@ void PaperEngine::on_bar_signal(int s, const Bar &b, const Features &f, int entr
 void PaperEngine::run(const std::int32_t *sym, const std::int64_t *ts, const std::int64_t *o,
                       const std::int64_t *h, const std::int64_t *l, const std::int64_t *c, std::size_t n,
                       double *equity_out) {
-    for (std::size_t i = 0; i < n; ++i)
-        if (sym[i] < 0 || sym[i] >= n_symbols()) throw std::out_of_range("symbol index out of range");
+    {
+        const auto ns = static_cast<std::uint32_t>(n_symbols());
+        bool bad = false;  // no early exit: the compiler vectorises this check
+        for (std::size_t i = 0; i < n; ++i) bad |= static_cast<std::uint32_t>(sym[i]) >= ns;
+        if (bad) throw std::out_of_range("symbol index out of range");
+    }
     // Two phases per chunk: (A) the indicator updates of every event in a tight
     // loop (independent dependency chains of consecutive events overlap in the
     // CPU), (B) the engine steps with those features. Same operations, same
@@ -698,7 +712,8 @@ void PaperEngine::run(const std::int32_t *sym, const std::int64_t *ts, const std
         }
         for (std::size_t k = 0; k < m; ++k) {
             const std::size_t i = start + k;
-            ok[k] = features(sym[i], Bar{ts[i], o[i], h[i], l[i], c[i]}, &feats[k], false, false, chl[k]);
+            ok[k] = features_unchecked(sym[i], Bar{ts[i], o[i], h[i], l[i], c[i]}, &feats[k], false, false,
+                                       chl[k]);
         }
         for (std::size_t k = 0; k < m; ++k) {
             const std::size_t i = start + k;
@@ -716,9 +731,16 @@ void PaperEngine::run(const std::int32_t *sym, const std::int64_t *ts, const std
                     if (dir == 0 || (dir > 0 ? !(r > 1.0) : !(r < 1.0))) return 0;
                     const double sigma = RollingLogReturnStd::std_from(f.vol_m2, p.vol_window);
                     const double threshold = p.impulse_threshold * sigma * sqrt_lookback_;
-                    const double ret = std::log(r);
-                    if (dir > 0) return ret > threshold ? 1 : 0;
-                    return ret < -threshold ? -1 : 0;
+                    // ln(r) <= r - 1 and ln(r) >= (r - 1) / r for r > 0, and glibc's log
+                    // is within one ulp: far from the line these bounds decide without
+                    // the log (margin 1e-9 relative); near it the log decides as before
+                    const double d = r - 1.0;
+                    if (dir > 0) {
+                        if (d < threshold * (1.0 - kLogMargin)) return 0;
+                        return std::log(r) > threshold ? 1 : 0;
+                    }
+                    if (d >= -threshold * r * (1.0 - kLogMargin)) return 0;
+                    return std::log(r) < -threshold ? -1 : 0;
                 });
             }
             if (equity_out) equity_out[i] = to_double_money(ok[k] ? last_eq_ : equity());

@@ -214,6 +214,7 @@ private:
     void step(int sym, const Bar &b, const Features &f, Signal &&signal);
     void update_indicators(Sym &st, const Bar &b, Features *f);
     void update_indicators(Sym &st, double close, double high, double low, Features *f);
+    bool features_unchecked(int sym, const Bar &b, Features *f, bool with_ret, bool with_sigma, const double *chl);
     bool dropped(Sym &st, const Bar &b);
     bool valid_bar(const Bar &b);
     void execute_pending(int s, const Bar &b);
@@ -259,7 +260,8 @@ private:
     // indicator updates after which every indicator has a value (the strategy is warm):
     // max(emaFast, emaSlow, volatilityWindow + 1, atrPeriod + 1, lookback + 1)
     std::int64_t warm_n_ = 1;
-    std::int64_t day_lo_ = 0;  // first ms of the day of the last bar
+    std::int64_t day_lo_ = 0;      // first ms of the day of the last bar
+    std::int64_t day_lo_day_ = 0;  // day_lo_ / 86400000
     Dec slip_up_, slip_down_, soft_release_line_;
     DdLine dd_hard_, dd_soft_, dd_release_;
     i128 bounds_peak_ = -1;  // the peak the DdLine bounds were computed for (-1: none)
