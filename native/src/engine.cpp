@@ -88,6 +88,8 @@ void PaperEngine::set_policy(const PolicySpec &p, bool evaluate) {
         max_daily_loss_dec_ = p.max_daily_loss;
         max_daily_loss_ = dec_to_scaled(p.max_daily_loss, cfg_.money_decimals, &max_daily_loss_exact_);
     }
+    quiet_policy_ = p.present && !dd_hard_.at_zero && !dd_soft_.at_zero && max_daily_loss_exact_ &&
+                    max_daily_loss_ > 0;
     if (evaluate) evaluate_risk();  // Engine.update_policy (the constructor does not evaluate)
 }
 
@@ -246,6 +248,35 @@ bool PaperEngine::trading_active() const {
 void PaperEngine::evaluate_risk() { evaluate_risk(equity()); }
 
 inline void PaperEngine::evaluate_risk(i128 eq) {
+    // The common cases, decided without the general code below: nothing latched or
+    // quarantined, a policy whose hard, soft and daily-loss lines are all > 0
+    // (quiet_policy_), the day's loss below maxDailyLossUsdt and the drawdown below
+    // the hard line's lower bound; then NORMAL stays NORMAL with no reason while the
+    // drawdown is 0 or below the soft line's lower bound, and SOFT_BRAKE stays
+    // SOFT_BRAKE (reason SOFT_DRAWDOWN) while it is above the release line's upper
+    // bound. The general code would reach the same state and reasons.
+    if (quiet_policy_ & !has_hard_stop_ & (n_quarantined_ == 0) && peak_ > 0 &&
+        day_start_ - eq < max_daily_loss_) {
+        const i128 dq = peak_ - eq;
+        if (dq <= 0) {
+            if (risk_state_ == RS_NORMAL) {
+                risk_reasons_ = 0;
+                return;
+            }
+        } else {
+            if (peak_ != bounds_peak_) refresh_dd_bounds();
+            if (dq < dd_hard_.lo) {
+                if (risk_state_ == RS_NORMAL && dq < dd_soft_.lo) {
+                    risk_reasons_ = 0;
+                    return;
+                }
+                if (risk_state_ == RS_SOFT_BRAKE && dq > dd_release_.hi) {
+                    risk_reasons_ = RR_SOFT_DD;
+                    return;
+                }
+            }
+        }
+    }
     int reasons = 0;
     int state = RS_NORMAL;
     if (pol_.present) {
@@ -743,7 +774,9 @@ void PaperEngine::run(const std::int32_t *sym, const std::int64_t *ts, const std
                     return std::log(r) < -threshold ? -1 : 0;
                 });
             }
-            if (equity_out) equity_out[i] = to_double_money(ok[k] ? last_eq_ : equity());
+            // step() changes the equity only before it sets last_eq_ (the decision
+            // only queues orders): equity() is the equity after this event either way
+            if (equity_out) equity_out[i] = to_double_money(equity());
         }
     }
 }

@@ -265,6 +265,7 @@ private:
     Dec slip_up_, slip_down_, soft_release_line_;
     DdLine dd_hard_, dd_soft_, dd_release_;
     i128 bounds_peak_ = -1;  // the peak the DdLine bounds were computed for (-1: none)
+    bool quiet_policy_ = false;  // a policy with hard, soft and daily-loss lines all > 0
     i128 max_daily_loss_ = 0;
     bool max_daily_loss_exact_ = true;
     Dec max_daily_loss_dec_;
