@@ -247,7 +247,7 @@ bool PaperEngine::trading_active() const {
 
 void PaperEngine::evaluate_risk() { evaluate_risk(equity()); }
 
-inline void PaperEngine::evaluate_risk(i128 eq) {
+__attribute__((always_inline)) inline void PaperEngine::evaluate_risk(i128 eq) {
     // The common cases, decided without the general code below: nothing latched or
     // quarantined, a policy whose hard, soft and daily-loss lines are all > 0
     // (quiet_policy_), the day's loss below maxDailyLossUsdt and the drawdown below
@@ -277,6 +277,10 @@ inline void PaperEngine::evaluate_risk(i128 eq) {
             }
         }
     }
+    evaluate_risk_full(eq);
+}
+
+void PaperEngine::evaluate_risk_full(i128 eq) {
     int reasons = 0;
     int state = RS_NORMAL;
     if (pol_.present) {
@@ -513,7 +517,6 @@ __attribute__((always_inline)) inline void PaperEngine::update_indicators(Sym &s
     // valid_bar(): c is finite and > 0. The std itself (sqrt(M2/(w-1))) is only
     // computed when needed: lazily by the built-in signal, eagerly for callbacks.
     st.vol.advance(c);
-    f->sigma = kNaN;
     f->atr = st.atr.update(h, l, c);
     const std::uint64_t k = static_cast<std::uint64_t>(st.ind_n++);
     st.closes[k & st.closes_mask] = c;
@@ -521,10 +524,9 @@ __attribute__((always_inline)) inline void PaperEngine::update_indicators(Sym &s
     // exactly from its warm-up count on (EMA: period; volatility: window + 1 closes;
     // ATR: period + 1; the closes ring: lookback + 1), so warm is one comparison.
     f->warm = st.ind_n >= warm_n_;
-    f->vol = &st.vol;
-    // ln(closes[-1] / closes[0]): the newest over the oldest of the ring (meaningful
-    // once warm); the built-in path computes it lazily (only when the signal is read).
-    f->ret = kNaN;
+    // sigma and ret are left to the callers: ret = ln(closes[-1] / closes[0]), the
+    // newest over the oldest close of the ring (meaningful once warm), is computed
+    // lazily by the built-in signal and eagerly for callbacks.
     f->oldest = st.closes[(k - static_cast<std::uint64_t>(cfg_.params.lookback)) & st.closes_mask];
     f->close = c;
 }
@@ -655,6 +657,8 @@ void PaperEngine::on_bar(int s, const Bar &b) {
     ++st.f_bars_seen;
     Features f;
     update_indicators(st, b, &f);
+    f.sigma = f.ret = kNaN;
+    f.vol = &st.vol;
     const EngineParams &p = cfg_.params;
     step(s, b, f, [&]() -> int {
         // Engine._try_entry's signal, same float64 operations in the same order
@@ -688,12 +692,13 @@ __attribute__((always_inline)) inline bool PaperEngine::features_unchecked(int s
     ++st.f_bars_seen;
     if (chl) update_indicators(st, chl[0], chl[1], chl[2], f);
     else update_indicators(st, b, f);
+    f->vol = &st.vol;
     if (with_sigma) {
-        if (st.vol.ready()) f->sigma = st.vol.current();
+        f->sigma = st.vol.ready() ? st.vol.current() : kNaN;
     } else {
         f->vol_m2 = st.vol.m2();  // the std is computed from it only if the signal is read
     }
-    if (with_ret && f->warm) f->ret = std::log(f->close / f->oldest);
+    if (with_ret) f->ret = f->warm ? std::log(f->close / f->oldest) : kNaN;
     return true;
 }
 
@@ -718,10 +723,14 @@ void PaperEngine::run(const std::int32_t *sym, const std::int64_t *ts, const std
                       const std::int64_t *h, const std::int64_t *l, const std::int64_t *c, std::size_t n,
                       double *equity_out) {
     {
+        // every index <= the OR of all (as unsigned) < n_symbols: valid (a loop the
+        // compiler vectorises); otherwise the exact test decides
         const auto ns = static_cast<std::uint32_t>(n_symbols());
-        bool bad = false;  // no early exit: the compiler vectorises this check
-        for (std::size_t i = 0; i < n; ++i) bad |= static_cast<std::uint32_t>(sym[i]) >= ns;
-        if (bad) throw std::out_of_range("symbol index out of range");
+        std::uint32_t any = 0;
+        for (std::size_t i = 0; i < n; ++i) any |= static_cast<std::uint32_t>(sym[i]);
+        if (any >= ns)
+            for (std::size_t i = 0; i < n; ++i)
+                if (static_cast<std::uint32_t>(sym[i]) >= ns) throw std::out_of_range("symbol index out of range");
     }
     // Two phases per chunk: (A) the indicator updates of every event in a tight
     // loop (independent dependency chains of consecutive events overlap in the

@@ -225,6 +225,7 @@ private:
                Dec td = Dec{});
     void evaluate_risk();
     void evaluate_risk(i128 eq);
+    void evaluate_risk_full(i128 eq);  // evaluate_risk() without its fast path
     __attribute__((noinline)) void risk_transition(int state, int reasons);
     void flatten_all();
     /// One drawdown line of the Risk Governor (hard, soft, soft-brake release):
