@@ -732,13 +732,11 @@ void PaperEngine::run(const std::int32_t *sym, const std::int64_t *ts, const std
             for (std::size_t i = 0; i < n; ++i)
                 if (static_cast<std::uint32_t>(sym[i]) >= ns) throw std::out_of_range("symbol index out of range");
     }
-    // Two phases per chunk: (A) the indicator updates of every event in a tight
-    // loop (independent dependency chains of consecutive events overlap in the
-    // CPU), (B) the engine steps with those features. Same operations, same
-    // order per symbol, so the same results as calling on_bar() per event.
-    constexpr std::size_t kChunk = 2048;
-    Features feats[kChunk];
-    bool ok[kChunk];
+    // Per chunk: the prices to float64 in a vectorised loop, then per event the
+    // indicator updates and the engine step (what on_bar() does: same operations in
+    // the same order, so the same results). A separate indicator pass over the chunk
+    // (features stored, then read back by the steps) measured ~3 % slower.
+    constexpr std::size_t kChunk = 512;
     double chl[kChunk][3];
     const EngineParams &p = cfg_.params;
     for (std::size_t start = 0; start < n; start += kChunk) {
@@ -752,15 +750,11 @@ void PaperEngine::run(const std::int32_t *sym, const std::int64_t *ts, const std
         }
         for (std::size_t k = 0; k < m; ++k) {
             const std::size_t i = start + k;
-            ok[k] = features_unchecked(sym[i], Bar{ts[i], o[i], h[i], l[i], c[i]}, &feats[k], false, false,
-                                       chl[k]);
-        }
-        for (std::size_t k = 0; k < m; ++k) {
-            const std::size_t i = start + k;
             const Bar b{ts[i], o[i], h[i], l[i], c[i]};
-            const Features &f = feats[k];
+            Features f;
+            const bool okk = features_unchecked(sym[i], b, &f, false, false, chl[k]);
             ++bar_index_;
-            if (!ok[k]) {  // the feature pass already decided: invalid (counted) or out of order
+            if (!okk) {  // the feature pass already decided: invalid (counted) or out of order
                 if (valid_bar(b)) ++dropped_;
             } else {
                 step(sym[i], b, f, [&]() -> int {
