@@ -248,32 +248,30 @@ bool PaperEngine::trading_active() const {
 void PaperEngine::evaluate_risk() { evaluate_risk(equity()); }
 
 __attribute__((always_inline)) inline void PaperEngine::evaluate_risk(i128 eq) {
-    // The common cases, decided without the general code below: nothing latched or
-    // quarantined, a policy whose hard, soft and daily-loss lines are all > 0
-    // (quiet_policy_), the day's loss below maxDailyLossUsdt and the drawdown below
-    // the hard line's lower bound; then NORMAL stays NORMAL with no reason while the
-    // drawdown is 0 or below the soft line's lower bound, and SOFT_BRAKE stays
-    // SOFT_BRAKE (reason SOFT_DRAWDOWN) while it is above the release line's upper
-    // bound. The general code would reach the same state and reasons.
-    if (quiet_policy_ & !has_hard_stop_ & (n_quarantined_ == 0) && peak_ > 0 &&
-        day_start_ - eq < max_daily_loss_) {
+    // The common case, decided without the general code below: a policy whose hard,
+    // soft and daily-loss lines are all > 0 (quiet_policy_), nothing quarantined, a
+    // peak > 0 and a drawdown outside the uncertain band [lo, hi] of both lines it
+    // is tested against (dd = 0 at or above the peak). Whenever the result would
+    // latch a new HARD_STOP or change the state, the general code runs instead (it
+    // reaches the same decisions and also records the transition).
+    if (quiet_policy_ & (n_quarantined_ == 0) && peak_ > 0) {
         const i128 dq = peak_ - eq;
-        if (dq <= 0) {
-            if (risk_state_ == RS_NORMAL) {
-                risk_reasons_ = 0;
-                return;
-            }
-        } else {
+        const DdLine &soft_line = risk_state_ == RS_SOFT_BRAKE ? dd_release_ : dd_soft_;
+        bool hard = false, soft = false, sure = true;
+        if (dq > 0) {
             if (peak_ != bounds_peak_) refresh_dd_bounds();
-            if (dq < dd_hard_.lo) {
-                if (risk_state_ == RS_NORMAL && dq < dd_soft_.lo) {
-                    risk_reasons_ = 0;
-                    return;
-                }
-                if (risk_state_ == RS_SOFT_BRAKE && dq > dd_release_.hi) {
-                    risk_reasons_ = RR_SOFT_DD;
-                    return;
-                }
+            hard = dq > dd_hard_.hi;
+            soft = dq > soft_line.hi;
+            sure = (hard | (dq < dd_hard_.lo)) & (soft | (dq < soft_line.lo));
+        }
+        const bool daily = day_start_ - eq >= max_daily_loss_;
+        if (sure & !((hard | daily) & !has_hard_stop_)) {
+            const int state = has_hard_stop_ ? RS_HARD_STOP : soft ? RS_SOFT_BRAKE : RS_NORMAL;
+            if (state == risk_state_) {
+                int reasons = (hard ? RR_HARD_DD : 0) | (daily ? RR_DAILY_LOSS : 0);
+                if (has_hard_stop_ && !reasons) reasons = RR_LATCHED;
+                risk_reasons_ = reasons | (soft ? RR_SOFT_DD : 0);
+                return;
             }
         }
     }

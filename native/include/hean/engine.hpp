@@ -74,9 +74,9 @@ struct Bar {
 struct Features {
     double fast, slow, sigma, atr, ret;  // ret = ln(close / close[lookback bars ago])
     bool warm;
-    double close = 0, oldest = 0;  // close and close[lookback bars ago] (float64)
-    const RollingLogReturnStd *vol = nullptr;  // for the lazily computed sigma
-    double vol_m2 = 0;                         // M2 after this bar (batched path)
+    double close, oldest;  // close and close[lookback bars ago] (float64)
+    const RollingLogReturnStd *vol;  // for the lazily computed sigma
+    double vol_m2;                   // M2 after this bar (batched path)
 };
 
 struct FillRec {
