@@ -683,7 +683,7 @@ __attribute__((always_inline)) inline bool PaperEngine::features_unchecked(int s
                                                                            const double *chl) {
     Sym &st = sym_[s];
     if (!bar_ok(b) || (st.f_bars_seen && b.ts <= st.f_last_ts)) {
-        *f = Features{kNaN, kNaN, kNaN, kNaN, kNaN, false};
+        *f = Features{kNaN, kNaN, kNaN, kNaN, kNaN, false, 0.0, 0.0, nullptr, 0.0};
         return false;
     }
     st.f_last_ts = b.ts;
