@@ -717,19 +717,21 @@ void PaperEngine::on_bar_signal(int s, const Bar &b, const Features &f, int entr
     step(s, b, g, [&]() -> int { return entry; });
 }
 
+std::size_t first_bad_symbol(const std::int32_t *sym, std::size_t n, int n_symbols) {
+    // every index (as unsigned) <= the OR of all: if that is < n_symbols, all are valid
+    const auto ns = static_cast<std::uint32_t>(n_symbols);
+    std::uint32_t any = 0;
+    for (std::size_t i = 0; i < n; ++i) any |= static_cast<std::uint32_t>(sym[i]);
+    if (any < ns) return n;
+    for (std::size_t i = 0; i < n; ++i)
+        if (static_cast<std::uint32_t>(sym[i]) >= ns) return i;
+    return n;
+}
+
 void PaperEngine::run(const std::int32_t *sym, const std::int64_t *ts, const std::int64_t *o,
                       const std::int64_t *h, const std::int64_t *l, const std::int64_t *c, std::size_t n,
                       double *equity_out) {
-    {
-        // every index <= the OR of all (as unsigned) < n_symbols: valid (a loop the
-        // compiler vectorises); otherwise the exact test decides
-        const auto ns = static_cast<std::uint32_t>(n_symbols());
-        std::uint32_t any = 0;
-        for (std::size_t i = 0; i < n; ++i) any |= static_cast<std::uint32_t>(sym[i]);
-        if (any >= ns)
-            for (std::size_t i = 0; i < n; ++i)
-                if (static_cast<std::uint32_t>(sym[i]) >= ns) throw std::out_of_range("symbol index out of range");
-    }
+    if (first_bad_symbol(sym, n, n_symbols()) != n) throw std::out_of_range("symbol index out of range");
     // Per chunk: the prices to float64 in a vectorised loop, then per event the
     // indicator updates and the engine step (what on_bar() does: same operations in
     // the same order, so the same results). A separate indicator pass over the chunk

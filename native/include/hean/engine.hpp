@@ -93,6 +93,11 @@ struct RiskEvent {
     std::int32_t reasons;
 };
 
+/// Index of the first symbol index outside [0, n_symbols), or n if all are inside
+/// (an OR of all indices the compiler vectorises, then an exact scan only if that
+/// OR is not already below n_symbols).
+std::size_t first_bad_symbol(const std::int32_t *sym, std::size_t n, int n_symbols);
+
 class PaperEngine {
 public:
     explicit PaperEngine(const EngineConfig &cfg);
