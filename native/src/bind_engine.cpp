@@ -109,9 +109,8 @@ Stream check_stream(const I32In &sym, const I64In &ts, const I64In &o, const I64
         if (arrs[i]->shape(0) != n)
             throw std::invalid_argument(std::string(names[i]) + " must have the same length as symbol (" +
                                         std::to_string(n) + "), got " + std::to_string(arrs[i]->shape(0)));
-    for (std::size_t i = 0; i < n; ++i)
-        if (sym.data()[i] < 0 || sym.data()[i] >= n_sym)
-            throw std::invalid_argument("symbol index out of range at index " + std::to_string(i));
+    const std::size_t bad = hean::first_bad_symbol(sym.data(), n, n_sym);  // -O3 kernel library
+    if (bad != n) throw std::invalid_argument("symbol index out of range at index " + std::to_string(bad));
     return Stream{sym.data(), ts.data(), o.data(), h.data(), l.data(), c.data(), n};
 }
 

@@ -182,13 +182,44 @@ Dec dec_div(Dec a, Dec b) {
     const bool neg = (a.m < 0) != (b.m < 0);
     const i128 A = abs128(a.m), B = abs128(b.m);
     if (B > kPow10.v[37]) overflow();  // r * 10 must not overflow
-    i128 q = A / B, r = A % B;
+    i128 q, r;
+    if ((A >> 64) == 0 && (B >> 64) == 0) {
+        const auto a64 = static_cast<std::uint64_t>(A), b64 = static_cast<std::uint64_t>(B);
+        q = a64 / b64;
+        r = a64 % b64;
+    } else {
+        q = A / B;
+        r = A % B;
+    }
+    // Long division, one decimal digit per step, until the remainder is 0 or q has
+    // kDecPrec + 1 digits; done t digits at a time (r * 10^t / B), which yields the
+    // same digits and remainder. t <= kDecPrec + 1 - digits(q) never overshoots the
+    // digit limit (each step adds at most one digit), and B * 10^t < 10^38 keeps
+    // r * 10^t inside 128 bits. If the remainder reaches 0 inside a chunk, the
+    // one-digit loop would have stopped at that chunk's last non-zero digit (the
+    // digit that empties the remainder is never 0): strip the zeros after it.
     int k = 0;  // digits generated after the integer part
-    while (r != 0 && digits128(q) <= kDecPrec) {
-        r *= 10;
-        q = q * 10 + r / B;
-        r %= B;
-        ++k;
+    if (r != 0) {
+        const int db = digits128(B);
+        const int tmax = db >= 38 ? 1 : 38 - db;
+        int dq = digits128(q);
+        while (dq <= kDecPrec) {
+            int t = kDecPrec + 1 - dq;
+            if (t > tmax) t = tmax;
+            const i128 p = kPow10.v[t];
+            const i128 x = r * p;
+            q = q * p + x / B;
+            r = x % B;
+            k += t;
+            if (r == 0) {
+                for (int z = 1; z < t && q % 10 == 0; ++z) {
+                    q /= 10;
+                    --k;
+                }
+                break;
+            }
+            dq = digits128(q);
+        }
     }
     int e = a.e - b.e - k;
     const int d = digits128(q);

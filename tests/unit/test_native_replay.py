@@ -244,3 +244,48 @@ def test_invalid_candles_are_rejected_and_counted(data):
         nat.on_bar("BTCUSDT", Bar(1, D("1.001"), D("2"), D("1"), D("1.5"), D(1)))
     with pytest.raises(ValueError, match="symbol index out of range"):
         nat._e.run(np.array([5], np.int32), *(np.array([1], np.int64) for _ in range(5)))
+
+
+def reference_path(data, n, policy):
+    """Drawdown (percent) and daily loss (USDT) after each bar of the Python engine."""
+    sp, pol, instruments = make(data, policy=policy)
+    py = Engine("equiv-test", sp, pol, instruments)
+    dds, losses = [], []
+    for _, s, b in rows(data, SYMS, n):
+        py.on_bar(s, b)
+        dds.append(py.drawdown_percent())
+        losses.append(py.daily_loss())
+    return dds, losses
+
+
+def test_risk_lines_exactly_at_a_reached_value(data):
+    """A soft, hard or daily-loss line equal to a drawdown / daily loss the account
+    actually reaches (28-digit Decimals): the transition happens at that bar in both
+    engines (the native engine's integer bounds hand such ties to the exact test)."""
+    n = 6000
+    calm = dict(POLICY, softMaxDrawdownPercent=D("98"), hardMaxDrawdownPercent=D("99"), maxDailyLossUsdt=D("1e6"))
+    dds, losses = reference_path(data, n, calm)
+    x = max(dds[: n // 2])
+    first = dds.index(x)
+    assert x > 0 and x.as_tuple().exponent < -6  # a long decimal, not a round number
+    # soft line at x: NORMAL -> SOFT_BRAKE exactly at the first bar with dd == x
+    py, _ = run_both(data, n, policy=dict(calm, softMaxDrawdownPercent=x))
+    assert py.risk_events[0] == ("NORMAL", "SOFT_BRAKE", ["SOFT_DRAWDOWN"])
+    sp, pol, instruments = make(data, policy=dict(calm, softMaxDrawdownPercent=x))
+    e = Engine("equiv-test", sp, pol, instruments)
+    states = []
+    for _, s, b in rows(data, SYMS, n)[: first + 1]:
+        e.on_bar(s, b)
+        states.append(e.risk_state)
+    assert states[-1] == "SOFT_BRAKE" and set(states[:-1]) == {"NORMAL"}
+    # hard line at a reached value while braking from the first bar (soft line 0)
+    braking = dict(calm, softMaxDrawdownPercent=0)
+    dds0, _ = reference_path(data, n, braking)
+    h = max(dds0[: n // 2])
+    py, _ = run_both(data, n, policy=dict(braking, hardMaxDrawdownPercent=h))
+    assert ("SOFT_BRAKE", "HARD_STOP", ["HARD_DRAWDOWN", "SOFT_DRAWDOWN"]) in py.risk_events
+    # daily-loss line at a reached loss
+    m = max(losses[: n // 2])
+    assert m > 0
+    py, _ = run_both(data, n, policy=dict(calm, maxDailyLossUsdt=m))
+    assert any(new == "HARD_STOP" and "DAILY_LOSS" in why for _, new, why in py.risk_events)

@@ -74,9 +74,9 @@ struct Bar {
 struct Features {
     double fast, slow, sigma, atr, ret;  // ret = ln(close / close[lookback bars ago])
     bool warm;
-    double close = 0, oldest = 0;  // close and close[lookback bars ago] (float64)
-    const RollingLogReturnStd *vol = nullptr;  // for the lazily computed sigma
-    double vol_m2 = 0;                         // M2 after this bar (batched path)
+    double close, oldest;  // close and close[lookback bars ago] (float64)
+    const RollingLogReturnStd *vol;  // for the lazily computed sigma
+    double vol_m2;                   // M2 after this bar (batched path)
 };
 
 struct FillRec {
@@ -92,6 +92,11 @@ struct RiskEvent {
     std::int8_t old_state, new_state;
     std::int32_t reasons;
 };
+
+/// Index of the first symbol index outside [0, n_symbols), or n if all are inside
+/// (an OR of all indices the compiler vectorises, then an exact scan only if that
+/// OR is not already below n_symbols).
+std::size_t first_bad_symbol(const std::int32_t *sym, std::size_t n, int n_symbols);
 
 class PaperEngine {
 public:
@@ -127,7 +132,10 @@ public:
     void on_bar_signal(int sym, const Bar &b, const Features &f, int entry, int bias);
 
     // ---- figures ----------------------------------------------------------------
-    i128 equity() const;  // money units
+    /// cash + unrealized PnL at the current marks (money units); kept up to date
+    /// incrementally (exact integers): refreshed after every fill, moved by
+    /// (new mark - old mark) * size on every mark change.
+    i128 equity() const { return eq_; }
     i128 cash() const { return cash_; }
     i128 realized() const { return realized_; }
     std::int64_t fees_e8() const { return fees_e8_; }
@@ -183,8 +191,11 @@ private:
         Ema ema_fast, ema_slow;
         RollingLogReturnStd vol;
         Atr atr;
-        std::vector<double> closes;  // ring of lookback+1 closes
-        std::size_t closes_pos = 0, closes_len = 0;
+        // ring of the last lookback+1 closes: capacity a power of two (closes_mask + 1),
+        // close number k (0-based since the indicators were (re)built) at k & closes_mask
+        std::vector<double> closes;
+        std::uint64_t closes_mask = 0;
+        std::int64_t ind_n = 0;  // indicator updates since the indicators were (re)built
         std::int64_t bars_seen = 0, cooldown_left = 0;
         bool has_stop = false;
         std::int64_t stop = 0, target = 0;
@@ -208,6 +219,7 @@ private:
     void step(int sym, const Bar &b, const Features &f, Signal &&signal);
     void update_indicators(Sym &st, const Bar &b, Features *f);
     void update_indicators(Sym &st, double close, double high, double low, Features *f);
+    bool features_unchecked(int sym, const Bar &b, Features *f, bool with_ret, bool with_sigma, const double *chl);
     bool dropped(Sym &st, const Bar &b);
     bool valid_bar(const Bar &b);
     void execute_pending(int s, const Bar &b);
@@ -218,12 +230,28 @@ private:
                Dec td = Dec{});
     void evaluate_risk();
     void evaluate_risk(i128 eq);
+    void evaluate_risk_full(i128 eq);  // evaluate_risk() without its fast path
+    __attribute__((noinline)) void risk_transition(int state, int reasons);
     void flatten_all();
-    bool dd_at_least(Dec x, double xf, i128 diff, double diff100) const;
+    /// One drawdown line of the Risk Governor (hard, soft, soft-brake release):
+    /// dd >= x with dd = (diff / peak) * 100 in Python's 28-digit arithmetic. That
+    /// is monotonic in diff = peak - equity, so for a given peak it is decided by
+    /// two integer bounds (computed from float64 with a 1e-9 relative margin when
+    /// the peak changes); only a diff between them takes the exact decimal test.
+    struct DdLine {
+        Dec x;
+        double xf = 0;
+        bool at_zero = false;  // the answer for diff <= 0 (x <= 0)
+        i128 lo = 1, hi = ~(i128{1} << 127);  // diff < lo: false; diff > hi: true (for bounds_peak_)
+    };
+    void set_dd_line(DdLine &line, Dec x);
+    bool dd_at_least(const DdLine &line, i128 diff);
+    void refresh_dd_bounds();
     int entry_block(const Sym &st, bool warm) const;
     template <class Signal>
     int try_entry(int s, const Features &f, Signal &&signal);
     i128 gross_notional() const;
+    void refresh_equity();  // eq_ from cash_ and the positions
     // entries sent but not filled yet count against maxOpenPositions and leverage
     int open_or_pending_entries() const;
     i128 pending_entry_notional() const;
@@ -234,16 +262,22 @@ private:
     i128 money_per_pq_ = 1;   // money units per (price unit * qty unit)
     i128 money_per_fee_ = 1;  // money units per 1e-8
     double money_scale_f_ = 1e8, price_scale_f_ = 100, sqrt_lookback_ = 1;
-    std::int64_t day_lo_ = 0;  // first ms of the day of the last bar
+    // indicator updates after which every indicator has a value (the strategy is warm):
+    // max(emaFast, emaSlow, volatilityWindow + 1, atrPeriod + 1, lookback + 1)
+    std::int64_t warm_n_ = 1;
+    std::int64_t day_lo_ = 0;      // first ms of the day of the last bar
+    std::int64_t day_lo_day_ = 0;  // day_lo_ / 86400000
     Dec slip_up_, slip_down_, soft_release_line_;
-    double hard_dd_f_ = 0, soft_dd_f_ = 0, soft_rel_f_ = 0;
+    DdLine dd_hard_, dd_soft_, dd_release_;
+    i128 bounds_peak_ = -1;  // the peak the DdLine bounds were computed for (-1: none)
+    bool quiet_policy_ = false;  // a policy with hard, soft and daily-loss lines all > 0
     i128 max_daily_loss_ = 0;
     bool max_daily_loss_exact_ = true;
     Dec max_daily_loss_dec_;
     Dec risk_fraction_dec_;
 
     i128 cash_ = 0, realized_ = 0, peak_ = 0, day_start_ = 0, last_eq_ = 0;
-    double peak_f_ = 0;
+    i128 eq_ = 0;  // equity(): cash_ + sum over positions of (mark - entry) * size * money_per_pq_
     int n_quarantined_ = 0;
     std::int64_t fees_e8_ = 0;
     bool has_day_ = false, blocked_ = false;

@@ -241,8 +241,9 @@ inline bool RollingMoments::update(double x) noexcept {
         recompute();
     } else if (m2_ < m2_ref_ * kCancelGuard) {
         recompute();
-    } else if (m2_ > m2_ref_) {
-        m2_ref_ = m2_;
+    } else {
+        // the running maximum without a branch (a new maximum is frequent and random)
+        m2_ref_ = m2_ > m2_ref_ ? m2_ : m2_ref_;
     }
     return true;
 }
