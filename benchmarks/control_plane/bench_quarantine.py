@@ -13,7 +13,10 @@ speed 1 so the workers idle between candles), and measures:
   since everything runs on one machine), per worker and for the whole fleet (the
   slowest worker). ``creationTimestamp`` has one-second resolution, too coarse for
   this, so the client's apply time is used instead. Then the quarantine is deleted
-  and the lift measured the same way.
+  and the lift measured the same way. ``--gap`` seconds (default 3) separate each
+  apply and delete from the next, so that a trial is not measured against the
+  previous one's follow-up writes (each worker's status patch and Event for its
+  risk-state change, spread over one status interval).
 * ``param_update``: from just before ``kubectl patch`` of ``spec.params`` until the
   worker runs on the new generation (its own record).
 * ``status_writes_per_strategy_per_second``: idle write rate to the API server.
@@ -157,6 +160,10 @@ def main() -> int:
     ap.add_argument("--strategies", type=int, default=50)
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--poll", type=float, default=0.1, help="worker poll interval, seconds (collection only)")
+    ap.add_argument("--gap", type=float, default=3.0,
+                    help="seconds to wait after each apply/delete before the next one, so that a trial is not "
+                         "measured against the previous one's follow-up writes (status, Events: <= 1 status "
+                         "interval after it); 0 = back to back")
     ap.add_argument("--rate-window", type=float, default=60.0, help="seconds to count idle status writes")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/control_plane/results-quarantine.json"))
     args = ap.parse_args()
@@ -194,9 +201,11 @@ def main() -> int:
             lat = asyncio.run(wait_all(ips, True, t0, args.poll, 30))
             per_worker += lat
             fleet.append(max(lat))
+            time.sleep(args.gap)
             t0 = time.time()
             cp.kubectl("delete", "symbolquarantine", "bench-q", "-n", ns, "--wait=false")
             lift.append(max(asyncio.run(wait_all(ips, False, t0, args.poll, 30))))
+            time.sleep(args.gap)
             print(f"trial {trial + 1}: all {len(ips)} workers blocked after {fleet[-1] * 1000:.0f} ms", flush=True)
         result["quarantine_all_workers"] = summary(fleet)
         result["quarantine_per_worker"] = summary(per_worker)
