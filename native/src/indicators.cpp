@@ -545,15 +545,7 @@ void rsi(const double *x, std::size_t n, std::int64_t period, double *out, bool 
     for (; i < n; ++i) {
         const double d = x[i] - prev;
         prev = x[i];
-        loss *= pm1;
-        gain *= pm1;
-        const double ad = std::fabs(d);  // exact max(-d,0), max(d,0); no branch
-        loss += 0.5 * (ad - d);
-        gain += 0.5 * (d + ad);
-        loss /= p;
-        gain /= p;
-        const double sm = gain + loss;
-        out[i] = sm != 0.0 ? 100.0 * (gain / sm) : 0.0;
+        out[i] = wilder_rsi_step(d, gain, loss, p, pm1);
     }
 }
 

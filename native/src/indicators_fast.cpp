@@ -317,15 +317,7 @@ struct RsiK {
         for (; i < b; ++i) {  // the streaming formula (NaN/inf behave as in RSI.update)
             const double d = x[i] - pv;
             pv = x[i];
-            l *= pm1;
-            g *= pm1;
-            const double ad = std::fabs(d);
-            l += 0.5 * (ad - d);
-            g += 0.5 * (d + ad);
-            l /= pd_;
-            g /= pd_;
-            const double sm = g + l;
-            out[i] = sm != 0.0 ? 100.0 * (g / sm) : 0.0;
+            out[i] = wilder_rsi_step(d, g, l, pd_, pm1);
         }
         gain = g;
         loss = l;

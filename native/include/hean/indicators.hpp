@@ -53,6 +53,25 @@ inline double true_range(double high, double low, double prev_close) noexcept {
     return greatest;
 }
 
+/// One steady-state Wilder RSI step (after the first `period` changes), as
+/// Rsi::update and TA-Lib's TA_RSI evaluate it: both averages scaled by `pm1` =
+/// period - 1, the change `d` = close - previous close added to the gain or the
+/// loss (|d| trick: exact max(d, 0) / max(-d, 0), no branch), both divided by `p` =
+/// period; returns RSI in percent (0..100), 0 when both averages are 0.
+/// Source: J. W. Wilder, New Concepts in Technical Trading Systems (1978), and
+/// TA-Lib's ta_RSI.c (its "Cutler" flag off).
+inline double wilder_rsi_step(double d, double &gain, double &loss, double p, double pm1) noexcept {
+    loss *= pm1;
+    gain *= pm1;
+    const double ad = std::fabs(d);
+    loss += 0.5 * (ad - d);
+    gain += 0.5 * (d + ad);
+    loss /= p;
+    gain /= p;
+    const double s = gain + loss;
+    return s != 0.0 ? 100.0 * (gain / s) : 0.0;
+}
+
 // ---------------------------------------------------------------------------
 // Streaming state
 // ---------------------------------------------------------------------------
